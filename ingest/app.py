@@ -1,0 +1,295 @@
+"""The ingest HTTP API: ``POST /events``, ``POST /events/batch``, ``GET /events/{eventId}``, probes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pymongo.errors
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from medevents import logs, store
+from medevents.config import IngestSettings, LogSettings, MongoSettings, NatsSettings, StreamSettings, load
+from medevents.ids import derive_event_id
+from medevents.model import EVENT_ID_PATTERN, Event, EventInvalid, decode_event, decode_events
+from medevents.probes import probe_routes
+from medevents.problems import ProblemResponse, http_exception_handler, problem
+from medevents.subjects import ingest_subject, patient_token
+
+from ._auth import BearerAuth
+from ._body import BodyError, media_type, read_body
+from ._metrics import IngestMetrics
+from .openapi import openapi_document
+from .publisher import Publisher, Unavailable
+
+__all__ = ["IngestService", "create_app"]
+
+log = logging.getLogger("medevents.ingest")
+
+_JSON_TYPES = {"application/json"}
+_BATCH_TYPES = {"application/json", "application/x-ndjson", "application/ndjson"}
+_AT_PATH = re.compile(r" - at `\$(.*)`$")
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
+_encoder = msgspec.json.Encoder()
+
+
+class Accepted(msgspec.Struct):
+    """The answer to an accepted event (202)."""
+
+    status: str  # always "queued": durably in JetStream
+    eventId: str
+    duplicate: bool  # JetStream already had this event id
+
+
+class BatchItem(msgspec.Struct, omit_defaults=True):
+    index: int
+    status: str  # "queued" or "error"
+    eventId: str | None = None
+    duplicate: bool | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchResult(msgspec.Struct):
+    status: str  # "queued" (all), "partial" or "rejected" (none)
+    accepted: int
+    rejected: int
+    items: list[BatchItem]
+
+
+class Invalid(Exception):
+    """A request whose event is invalid; carries the problem to answer."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.field = status, detail, field
+
+    def as_dict(self) -> dict[str, Any]:
+        slug = "validation-error" if self.status == 422 else "malformed-request"
+        out: dict[str, Any] = {
+            "status": self.status,
+            "type": f"urn:medevents:problem:{slug}",
+            "detail": self.detail,
+        }
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+def _invalid(exc: Exception) -> Invalid:
+    """A decoding error as a problem naming the field (``patientId``, ``data.vitals[2]``)."""
+    message = str(exc)
+    if isinstance(exc, EventInvalid):
+        return Invalid(422, exc.detail, exc.field.removeprefix("$").lstrip("."))
+    if isinstance(exc, msgspec.ValidationError):
+        match = _AT_PATH.search(message)
+        detail = message[: match.start()] if match else message
+        field = match.group(1).lstrip(".") if match else ""
+        named = _NAMED_FIELD.search(detail)
+        if named:
+            field = f"{field}.{named.group(1)}" if field else named.group(1)
+        return Invalid(422, detail, field)
+    return Invalid(400, f"the body is not valid JSON: {message}")
+
+
+class IngestService:
+    """Decodes, validates and publishes events; one per process."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        nats_settings: NatsSettings,
+        stream_settings: StreamSettings,
+        mongo_settings: MongoSettings,
+    ) -> None:
+        self.settings = settings
+        self.metrics = IngestMetrics()
+        self.auth = BearerAuth(settings.tokens())
+        self.publisher = Publisher(nats_settings, stream_settings, settings, self.metrics)
+        self._mongo_settings = mongo_settings
+        self._mongo = store.mongo_client(mongo_settings, "medevents-ingest")
+        self._retry_after = {"Retry-After": str(settings.retry_after_s)}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _answer(self, request: Request, route: str, response: Response) -> Response:
+        self.metrics.requests.labels(route, str(response.status_code)).inc()
+        return response
+
+    def _unavailable(self, exc: Unavailable) -> ProblemResponse:
+        self.metrics.errors.labels(exc.kind).inc()
+        return problem(
+            503, exc.detail, slug=f"unavailable-{exc.kind.replace('_', '-')}", headers=self._retry_after
+        )
+
+    def _idempotency_key(self, request: Request) -> str | None:
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return None
+        if len(key) > 128 or not _EVENT_ID.match(key):
+            raise Invalid(422, "Idempotency-Key must be 1-128 visible ASCII characters", "Idempotency-Key")
+        return key
+
+    async def _body(self, request: Request, types: set[str], limit: int) -> bytes:
+        if media_type(request) not in types:
+            raise BodyError(415, f"send the body as {' or '.join(sorted(types))}")
+        return await read_body(request, limit, self.settings.body_timeout_s)
+
+    async def _publish(self, event: Event, raw: bytes, event_id: str) -> bool:
+        duplicate = await self.publisher.publish(
+            ingest_subject(patient_token(event.patientId)), raw, event_id
+        )
+        if duplicate:
+            self.metrics.duplicates.inc()
+        else:
+            self.metrics.accepted.inc()
+        log.debug(
+            "event queued",
+            extra={"eventId": event_id, "patient": logs.patient_ref(event.patientId), "duplicate": duplicate},
+        )
+        return duplicate
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def post_event(self, request: Request) -> Response:
+        if (denied := self.auth.check(request)) is not None:
+            return self._answer(request, "events", denied)
+        try:
+            body = await self._body(request, _JSON_TYPES, self.settings.max_body_bytes)
+            key = self._idempotency_key(request)
+            try:
+                event = decode_event(body)
+            except (msgspec.DecodeError, EventInvalid) as exc:
+                raise _invalid(exc) from None
+            event_id = derive_event_id(event, key)
+            duplicate = await self._publish(event, body, event_id)
+        except BodyError as exc:
+            self.metrics.errors.labels(f"http_{exc.status}").inc()
+            return self._answer(request, "events", problem(exc.status, exc.detail))
+        except Invalid as exc:
+            self.metrics.errors.labels("invalid").inc()
+            extra = {} if exc.field is None else {"field": exc.field}
+            return self._answer(request, "events", problem(exc.status, exc.detail, **extra))
+        except Unavailable as exc:
+            return self._answer(request, "events", self._unavailable(exc))
+        body_out = _encoder.encode(Accepted("queued", event_id, duplicate))
+        return self._answer(request, "events", Response(body_out, 202, media_type="application/json"))
+
+    async def post_batch(self, request: Request) -> Response:
+        if (denied := self.auth.check(request)) is not None:
+            return self._answer(request, "batch", denied)
+        try:
+            body = await self._body(request, _BATCH_TYPES, self.settings.max_batch_bytes)
+            raws = self._split_batch(body, media_type(request))
+        except BodyError as exc:
+            return self._answer(request, "batch", problem(exc.status, exc.detail))
+        except Invalid as exc:
+            return self._answer(request, "batch", problem(exc.status, exc.detail))
+        if len(raws) > self.settings.batch_max_items:
+            detail = f"{len(raws)} events in one batch; the limit is {self.settings.batch_max_items}"
+            return self._answer(request, "batch", problem(413, detail, slug="batch-too-large"))
+        items = await asyncio.gather(*(self._batch_item(i, raw) for i, raw in enumerate(raws)))
+        accepted = sum(item.status == "queued" for item in items)
+        overall = "queued" if accepted == len(items) else "rejected" if accepted == 0 else "partial"
+        headers = self._retry_after if any(i.error and i.error["status"] == 503 for i in items) else None
+        result = _encoder.encode(BatchResult(overall, accepted, len(items) - accepted, list(items)))
+        status = 202 if overall == "queued" else 207
+        return self._answer(
+            request, "batch", Response(result, status, headers, media_type="application/json")
+        )
+
+    def _split_batch(self, body: bytes, kind: str) -> list[bytes]:
+        if kind == "application/json":
+            try:
+                return [bytes(raw) for raw in decode_events(body)]
+            except (msgspec.DecodeError, EventInvalid) as exc:
+                invalid = _invalid(exc)
+                raise Invalid(invalid.status, f"expected a JSON array of events: {invalid.detail}") from None
+        return [line for line in body.split(b"\n") if line.strip()]
+
+    async def _batch_item(self, index: int, raw: bytes) -> BatchItem:
+        try:
+            try:
+                event = decode_event(raw)
+            except (msgspec.DecodeError, EventInvalid) as exc:
+                raise _invalid(exc) from None
+            event_id = derive_event_id(event)
+            duplicate = await self._publish(event, raw, event_id)
+        except Invalid as exc:
+            self.metrics.errors.labels("invalid").inc()
+            return BatchItem(index, "error", error=exc.as_dict())
+        except Unavailable as exc:
+            self.metrics.errors.labels(exc.kind).inc()
+            return BatchItem(index, "error", error={"status": 503, "detail": exc.detail})
+        return BatchItem(index, "queued", event_id, duplicate)
+
+    async def get_event(self, request: Request) -> Response:
+        if (denied := self.auth.check(request)) is not None:
+            return self._answer(request, "event", denied)
+        event_id = request.path_params["event_id"]
+        collection = store.processed_events(store.database(self._mongo, self._mongo_settings))
+        try:
+            doc = await collection.find_one({"eventId": event_id}, {"_id": 0})
+        except pymongo.errors.PyMongoError as exc:
+            self.metrics.errors.labels("mongo").inc()
+            return self._answer(
+                request,
+                "event",
+                problem(503, f"MongoDB is unavailable ({type(exc).__name__})", headers=self._retry_after),
+            )
+        if doc is None:
+            detail = "no processed or failed event has this id (it may still be queued)"
+            return self._answer(
+                request, "event", problem(404, detail, slug="unknown-event", eventStatus="unknown")
+            )
+        state = "failed" if doc.get("result", {}).get("status") == "failed" else "processed"
+        body = _encoder.encode({"status": state, **doc})
+        return self._answer(request, "event", Response(body, 200, media_type="application/json"))
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi_document(), media_type="application/json")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.publisher.start()
+        log.info("ingest ready", extra={"auth": self.auth.enabled})
+        try:
+            yield
+        finally:
+            await self.publisher.close()
+            await self._mongo.close()
+            log.info("ingest stopped")
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/events", self.post_event, methods=["POST"]),
+            Route("/events/batch", self.post_batch, methods=["POST"]),
+            Route("/events/{event_id:str}", self.get_event, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry),
+        ]
+        return Starlette(
+            routes=routes,
+            lifespan=self.lifespan,
+            exception_handlers={HTTPException: http_exception_handler},
+        )
+
+
+def create_app() -> Starlette:
+    """The app from environment variables (uvicorn's factory entry point, one per worker)."""
+    logs.configure(load(LogSettings), "ingest")
+    service = IngestService(
+        load(IngestSettings), load(NatsSettings), load(StreamSettings), load(MongoSettings)
+    )
+    return service.app()

@@ -1,0 +1,145 @@
+"""The OpenAPI 3.1 document, generated from the msgspec types the service decodes and encodes."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from medevents.model import Event
+
+__all__ = ["openapi_document"]
+
+
+class Problem(msgspec.Struct):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | msgspec.UnsetType = msgspec.UNSET  # the failing field's path, for validation errors
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+_ERRORS = {
+    "400": _problem("Malformed JSON"),
+    "401": _problem("Missing or invalid bearer token (when auth is on)"),
+    "408": _problem("The body did not arrive in time"),
+    "413": _problem("Body too large"),
+    "415": _problem("Wrong content type"),
+    "422": _problem("Invalid event; `field` names the failing field"),
+    "503": _problem("Not durable now (NATS down, timeout, stream full); retry after Retry-After"),
+}
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    from .app import Accepted, BatchResult  # the response types live with the routes
+
+    _, components = msgspec.json.schema_components(
+        [Event, Accepted, BatchResult, Problem], ref_template="#/components/schemas/{name}"
+    )
+    security = [{"bearer": []}, {}]
+    doc = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "medevents ingest API",
+            "version": "1",
+            "description": "Accepts medical events; 202 means durably stored in NATS JetStream.",
+            "license": {"name": "ISC", "identifier": "ISC"},
+        },
+        "paths": {
+            "/events": {
+                "post": {
+                    "operationId": "postEvent",
+                    "summary": "Queue one event",
+                    "security": security,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 128,
+                                "pattern": "^[!-~]+$",
+                            },
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Event"}}},
+                    },
+                    "responses": {"202": _json("#/components/schemas/Accepted", "Durably queued"), **_ERRORS},
+                }
+            },
+            "/events/batch": {
+                "post": {
+                    "operationId": "postEvents",
+                    "summary": "Queue many events (JSON array or NDJSON); answers per item",
+                    "security": security,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}
+                            },
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "202": _json("#/components/schemas/BatchResult", "All events queued"),
+                        "207": _json("#/components/schemas/BatchResult", "Some events failed; see items"),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/events/{eventId}": {
+                "get": {
+                    "operationId": "getEvent",
+                    "summary": "Where an event is: processed (with its result) or failed",
+                    "security": security,
+                    "parameters": [
+                        {"name": "eventId", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {"description": "The processed event", "content": {"application/json": {}}},
+                        "404": _problem("Unknown: not processed yet, or never accepted"),
+                        "503": _problem("MongoDB unavailable"),
+                    },
+                }
+            },
+            "/health": {"get": {"operationId": "health", "responses": {"200": {"description": "Alive"}}}},
+            "/livez": {"get": {"operationId": "livez", "responses": {"200": {"description": "Alive"}}}},
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "responses": {
+                        "200": {"description": "Ready"},
+                        "503": _problem("Not ready, with reasons"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus"}}}
+            },
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+    return msgspec.json.encode(doc)

@@ -1,0 +1,51 @@
+"""The ``medevents`` command: the composition root, the only kernel module that starts components."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from medevents.config import SettingsError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medevents", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up", help="run everything on this machine (embedded NATS and MongoDB-wire server)"
+    )
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("MEDEVENTS_HOME", ".medevents")),
+        help="where data and logs live (MEDEVENTS_HOME, default ./.medevents)",
+    )
+    up.add_argument("--processors", type=int, default=2, help="processor processes to start with (default 2)")
+
+    commands.add_parser("ingest", help="run the ingest service (configured by environment variables)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        match args.command:
+            case "up":
+                from medevents.local.runner import run_up
+
+                return run_up(args.data_dir, processors=args.processors)
+            case "ingest":
+                from medevents.ingest import serve
+
+                serve()
+                return 0
+    except SettingsError as exc:
+        print(f"medevents: configuration error: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(args.command)  # argparse allows only the commands above

@@ -1,0 +1,194 @@
+"""Settings: one Struct per concern, all loaded from environment variables here and only here.
+
+Each field's environment variable is the Struct's ``ENV_PREFIX`` plus the field name in upper case;
+``ENV_ALIASES`` keeps the old demo's names (``PORT``, ``MONGO_URI``) working. A malformed or
+out-of-range value stops start-up with a :class:`SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "IngestSettings",
+    "LogSettings",
+    "MongoSettings",
+    "NatsSettings",
+    "ProcessorSettings",
+    "SettingsError",
+    "StreamSettings",
+    "load",
+]
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+
+
+class SettingsError(Exception):
+    """A setting is malformed or out of range; the message names the variable."""
+
+
+class _Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ENV_PREFIX: ClassVar[str] = ""
+    ENV_ALIASES: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    @classmethod
+    def env_names(cls, field: str) -> tuple[str, ...]:
+        """The variables that set ``field``, the first present one wins."""
+        return (cls.ENV_PREFIX + field.upper(), *cls.ENV_ALIASES.get(field, ()))
+
+
+class NatsSettings(_Settings, frozen=True):
+    ENV_PREFIX = "NATS_"
+
+    url: str = "nats://127.0.0.1:4222"  # server URL(s), comma separated
+    user: str = ""  # user name for user/password auth
+    password: str = ""  # password for user/password auth
+    token: str = ""  # token auth
+    creds_file: str = ""  # path of a .creds file (JWT + nkey seed)
+    nkey_seed_file: str = ""  # path of an nkey seed file
+    tls_ca_file: str = ""  # CA bundle that signs the server certificate; enables TLS
+    tls_cert_file: str = ""  # client certificate for mutual TLS
+    tls_key_file: str = ""  # client key for mutual TLS
+    connect_timeout_s: Positive = 2.0  # seconds for one connection attempt
+    request_timeout_s: Positive = 5.0  # seconds for a JetStream API request
+
+    def __post_init__(self) -> None:
+        for url in self.servers:
+            if urlsplit(url).scheme not in ("nats", "tls", "ws", "wss"):
+                raise SettingsError(f"NATS_URL: expected nats://host:port (comma separated), got {url!r}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise SettingsError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE: set both or neither")
+
+    @property
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+
+class StreamSettings(_Settings, frozen=True):
+    """The JetStream stream `EVENTS`; the stream, once created, is the source of truth."""
+
+    ENV_PREFIX = "MEDEVENTS_STREAM_"
+    ENV_ALIASES = {"partitions": ("MEDEVENTS_PARTITIONS",)}
+
+    partitions: Annotated[int, Meta(ge=1, le=1024)] = 16  # patient shards, fixed at creation
+    replicas: Annotated[int, Meta(ge=1, le=5)] = 1  # stream replicas (3 on a cluster)
+    duplicate_window_s: Positive = 120.0  # seconds a Nats-Msg-Id is remembered
+    max_age_s: NonNegative = 0.0  # seconds an unprocessed event is kept, 0 = forever
+    max_bytes: Annotated[int, Meta(ge=-1)] = -1  # stream size cap in bytes, -1 = none
+
+
+class MongoSettings(_Settings, frozen=True):
+    ENV_PREFIX = "MONGO_"
+
+    uri: str = "mongodb://127.0.0.1:27017/medical_events"  # MONGO_URI, as in the old demo
+    db: str = ""  # database name; default: the URI's path, else medical_events
+    timeout_ms: Annotated[int, Meta(ge=100)] = 5000  # server selection and socket timeout
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.uri).scheme not in ("mongodb", "mongodb+srv"):
+            raise SettingsError(f"MONGO_URI: expected mongodb://... or mongodb+srv://..., got {self.uri!r}")
+
+    @property
+    def database(self) -> str:
+        return self.db or urlsplit(self.uri).path.lstrip("/") or "medical_events"
+
+
+class LogSettings(_Settings, frozen=True):
+    ENV_PREFIX = "LOG_"
+    ENV_ALIASES = {"patient_hash_key": ("MEDEVENTS_PATIENT_HASH_KEY",)}
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # LOG_LEVEL
+    # Key of the patient-id hash in logs; set the same value everywhere to correlate across
+    # processes. Empty: a random key per process (hashes then correlate within one process only).
+    patient_hash_key: str = ""
+
+
+class IngestSettings(_Settings, frozen=True):
+    ENV_PREFIX = "INGEST_"
+    ENV_ALIASES = {"port": ("PORT",), "host": ("HOST",)}
+
+    host: str = "0.0.0.0"  # listen address
+    port: Port = 3000  # listen port (PORT, as in the old demo)
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1  # uvicorn worker processes
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 256 * 1024  # POST /events body cap (413 beyond)
+    max_batch_bytes: Annotated[int, Meta(ge=1024)] = 16 * 1024 * 1024  # POST /events/batch body cap
+    batch_max_items: Annotated[int, Meta(ge=1, le=100_000)] = 1000  # events per batch request
+    body_timeout_s: Positive = 10.0  # seconds to receive a whole body (408 beyond: slow clients)
+    publish_timeout_s: Positive = 5.0  # seconds to wait for the JetStream PubAck (503 beyond)
+    max_pending_publishes: Annotated[int, Meta(ge=1)] = 4000  # publishes awaiting a PubAck at once
+    retry_after_s: Annotated[int, Meta(ge=1)] = 2  # Retry-After on 503
+    auth_tokens: str = ""  # bearer tokens, comma separated; empty with no file = auth off
+    auth_tokens_file: str = ""  # file with one bearer token per line (a mounted Secret)
+
+    def tokens(self) -> tuple[str, ...]:
+        """Every accepted bearer token, from the variable and the file."""
+        found = [t.strip() for t in self.auth_tokens.split(",")]
+        if self.auth_tokens_file:
+            try:
+                with open(self.auth_tokens_file, encoding="utf-8") as f:
+                    found += [line.strip() for line in f]
+            except OSError as exc:
+                raise SettingsError(f"INGEST_AUTH_TOKENS_FILE: cannot read: {exc.strerror}") from exc
+        return tuple(t for t in found if t)
+
+
+class ProcessorSettings(_Settings, frozen=True):
+    ENV_PREFIX = "PROCESSOR_"
+    ENV_ALIASES = {"port": ("PORT",), "host": ("HOST",)}
+
+    host: str = "0.0.0.0"  # listen address of the health/metrics server
+    port: Port = 3001  # health/metrics port (PORT, as in the old demo)
+    handler: str = "medevents.processor.handlers:simulate"  # module:function of the async handler
+    concurrency: Annotated[int, Meta(ge=1, le=100_000)] = 2000  # events in flight per pod
+    delay_min_ms: Annotated[int, Meta(ge=0)] = 5000  # simulated processing time, lower bound
+    delay_max_ms: Annotated[int, Meta(ge=0)] = 6000  # simulated processing time, upper bound
+    max_attempts: Annotated[int, Meta(ge=1)] = 5  # same error this often -> dead letter
+    ack_wait_s: Annotated[float, Meta(ge=1)] = 30.0  # JetStream ack wait; heartbeats keep work alive
+    shutdown_grace_s: NonNegative = 25.0  # seconds to finish held work on SIGTERM
+    member_ttl_s: Annotated[float, Meta(ge=1)] = 10.0  # membership heartbeat expiry
+
+    def __post_init__(self) -> None:
+        if self.delay_min_ms > self.delay_max_ms:
+            raise SettingsError(
+                "PROCESSOR_DELAY_MIN_MS, PROCESSOR_DELAY_MAX_MS: the minimum "
+                f"({self.delay_min_ms}) must not exceed the maximum ({self.delay_max_ms})"
+            )
+        if ":" not in self.handler:
+            raise SettingsError(f"PROCESSOR_HANDLER: expected module:function, got {self.handler!r}")
+
+
+S = TypeVar("S", bound=_Settings)
+
+_AT_FIELD = re.compile(r" - at `\$\.(\w+)`$")
+
+
+def load(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """Build ``cls`` from the environment; raise :class:`SettingsError` naming a bad variable."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    source: dict[str, str] = {}
+    for info in msgspec.structs.fields(cls):
+        for name in cls.env_names(info.name):
+            if name in env:
+                raw[info.name], source[info.name] = env[name], name
+                break
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT_FIELD.search(message)
+        if match is None:
+            raise SettingsError(message) from None
+        field = match.group(1)
+        variable = source.get(field, cls.env_names(field)[0])
+        expected = message[: match.start()]
+        raise SettingsError(f"{variable}: {expected.lower()}, got {raw.get(field)!r}") from None

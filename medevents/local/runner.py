@@ -1,0 +1,227 @@
+"""``medevents up``: the whole system on one machine, with no Docker and no cluster.
+
+Starts an embedded nats-server, an embedded MongoDB-wire server (unless ``MONGO_URI`` is set), the
+ingest service and the processors as child processes, restarts any that dies, writes
+``<data dir>/endpoints.json`` and stops everything on Ctrl-C or SIGTERM. Children die with the
+runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medevents import logs
+from medevents.config import LogSettings, NatsSettings, StreamSettings, load
+from medevents.local.procs import Child, spawn
+from medevents.local.servers import EmbeddedMongo, EmbeddedNats, free_port
+from medevents.natsconn import connect, ensure_stream
+
+__all__ = ["LocalSystem", "run_up"]
+
+log = logging.getLogger("medevents.local")
+
+NATS_PORT = 4222
+MONGO_PORT = 27017
+PROCESSOR_PORT = 3001
+
+
+@dataclass
+class Service:
+    """A child the runner keeps running: started again (with back-off) whenever it dies."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    health_url: str
+    child: Child | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    stopping: bool = field(default=False)
+
+    def start(self) -> None:
+        self.child = spawn(self.name, self.argv, env=self.env, log_path=self.log_path)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopping = True
+        if self.child is not None:
+            self.child.stop(timeout)
+
+
+def medevents_command() -> list[str]:
+    """How to start a ``medevents`` child: the console script of this interpreter's environment
+    (``python -m medevents`` would import the source tree when run from the repository root)."""
+    script = Path(sys.executable).parent / "medevents"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "medevents"]
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own local URL
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class LocalSystem:
+    """Everything ``medevents up`` runs, started and stopped in order."""
+
+    def __init__(self, data_dir: Path, processors: int = 2) -> None:
+        self.data_dir = data_dir.resolve()
+        self.logs_dir = self.data_dir / "logs"
+        self.initial_processors = processors
+        self.nats = EmbeddedNats(self.data_dir / "nats", NATS_PORT)
+        self.mongo: EmbeddedMongo | None = None
+        self.mongo_uri = os.environ.get("MONGO_URI", "")
+        self.services: dict[str, Service] = {}
+        self.ingest_port = int(os.environ.get("PORT", "3000"))
+
+    def _hash_key(self) -> str:
+        """One patient-hash key for all local processes, kept with the data, so log lines of
+        ingest and processors correlate across restarts."""
+        path = self.data_dir / "patient-hash.key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        return {
+            "NATS_URL": self.nats.url,
+            "MONGO_URI": self.mongo_uri,
+            "MEDEVENTS_PATIENT_HASH_KEY": self.key,
+            **extra,
+        }
+
+    def add_service(self, name: str, argv: list[str], port: int, **env: str) -> Service:
+        service = Service(
+            name,
+            argv,
+            self._env(PORT=str(port), **env),
+            self.logs_dir / f"{name}.log",
+            f"http://127.0.0.1:{port}/readyz",
+        )
+        self.services[name] = service
+        service.start()
+        return service
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(exist_ok=True)
+        self.key = self._hash_key()
+        if free_port(self.ingest_port) != self.ingest_port:
+            raise SystemExit(f"medevents: port {self.ingest_port} is in use; set PORT to another port")
+        self.nats.start()
+        if not self.mongo_uri:
+            self.mongo = EmbeddedMongo(self.data_dir / "mongo", MONGO_PORT)
+            self.mongo_uri = self.mongo.start()
+        nc = await connect(NatsSettings(url=self.nats.url), "medevents-local")
+        try:
+            await ensure_stream(nc.jetstream(), load(StreamSettings))
+        finally:
+            await nc.close()
+        self.add_service("ingest", [*medevents_command(), "ingest"], self.ingest_port, HOST="127.0.0.1")
+        await self.wait_ready(self.services["ingest"])
+        self.write_endpoints()
+
+    async def wait_ready(self, service: Service, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(_http_ok, service.health_url):
+                return
+            if service.child is not None and not service.child.alive():
+                break
+            await asyncio.sleep(0.2)
+        raise SystemExit(f"medevents: {service.name} did not become ready; see {service.log_path}")
+
+    def endpoints(self) -> dict[str, str]:
+        return {
+            "ingest": f"http://127.0.0.1:{self.ingest_port}",
+            "nats": self.nats.url,
+            "mongo": self.mongo_uri,
+            **{
+                name: s.health_url.removesuffix("/readyz")
+                for name, s in self.services.items()
+                if name != "ingest"
+            },
+        }
+
+    def write_endpoints(self) -> None:
+        path = self.data_dir / "endpoints.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.endpoints(), indent=2) + "\n")
+        tmp.replace(path)
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart children that die, with exponential back-off, until ``stop`` is set."""
+        while not stop.is_set():
+            now = time.monotonic()
+            for service in list(self.services.values()):
+                child = service.child
+                if service.stopping or child is None or child.alive():
+                    continue
+                if service.next_start == 0.0:
+                    delay = min(30.0, 0.5 * 2**service.restarts)
+                    service.next_start = now + delay
+                    log.warning(
+                        "child exited; restarting",
+                        extra={"child": service.name, "code": child.popen.returncode, "in_s": delay},
+                    )
+                elif now >= service.next_start:
+                    service.restarts += 1
+                    service.next_start = 0.0
+                    service.start()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    def stop(self) -> None:
+        """Stop in reverse order: processors and ingest first (they drain), the servers last."""
+        for service in reversed(list(self.services.values())):
+            service.stop()
+        if self.mongo is not None:
+            self.mongo.stop()
+        self.nats.stop()
+
+    def banner(self) -> str:
+        lines = ["medevents is up:"] + [f"  {name:<12} {url}" for name, url in self.endpoints().items()]
+        lines += [
+            f"  data         {self.data_dir}",
+            f"  logs         {self.logs_dir}",
+            "",
+            f"  curl {self.endpoints()['ingest']}/health",
+            "Press Ctrl-C to stop.",
+        ]
+        return "\n".join(lines)
+
+
+async def _main(data_dir: Path, processors: int) -> int:
+    system = LocalSystem(data_dir, processors)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await system.start()
+        print(system.banner(), flush=True)
+        await system.supervise(stop)
+    finally:
+        print("medevents: stopping ...", file=sys.stderr, flush=True)
+        system.stop()
+    return 0
+
+
+def run_up(data_dir: Path, processors: int = 2) -> int:
+    logs.configure(load(LogSettings), "local")
+    return asyncio.run(_main(data_dir, processors))

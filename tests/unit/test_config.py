@@ -1,0 +1,72 @@
+"""Settings load from the environment and fail naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from medevents.config import (
+    IngestSettings,
+    MongoSettings,
+    NatsSettings,
+    ProcessorSettings,
+    SettingsError,
+    StreamSettings,
+    _Settings,
+    load,
+)
+
+
+def test_defaults_match_the_old_demo() -> None:
+    assert load(IngestSettings, {}).port == 3000
+    assert load(ProcessorSettings, {}).port == 3001
+    assert load(MongoSettings, {}).database == "medical_events"
+
+
+def test_old_names_keep_working() -> None:
+    assert load(IngestSettings, {"PORT": "8080"}).port == 8080
+    settings = load(MongoSettings, {"MONGO_URI": "mongodb://db:27017/other"})
+    assert (settings.uri, settings.database) == ("mongodb://db:27017/other", "other")
+    assert load(StreamSettings, {"MEDEVENTS_PARTITIONS": "8"}).partitions == 8
+
+
+def test_prefixed_name_wins_over_alias() -> None:
+    assert load(IngestSettings, {"INGEST_PORT": "1", "PORT": "2"}).port == 1
+
+
+@pytest.mark.parametrize(
+    ("cls", "env", "variable"),
+    [
+        (IngestSettings, {"PORT": "http"}, "PORT"),
+        (IngestSettings, {"INGEST_PORT": "70000"}, "INGEST_PORT"),
+        (StreamSettings, {"MEDEVENTS_PARTITIONS": "0"}, "MEDEVENTS_PARTITIONS"),
+        (ProcessorSettings, {"PROCESSOR_CONCURRENCY": "-3"}, "PROCESSOR_CONCURRENCY"),
+        (
+            ProcessorSettings,
+            {"PROCESSOR_DELAY_MIN_MS": "9", "PROCESSOR_DELAY_MAX_MS": "1"},
+            "PROCESSOR_DELAY_MIN_MS",
+        ),
+        (ProcessorSettings, {"PROCESSOR_HANDLER": "nocolon"}, "PROCESSOR_HANDLER"),
+        (MongoSettings, {"MONGO_URI": "postgres://x"}, "MONGO_URI"),
+        (NatsSettings, {"NATS_URL": "http://x"}, "NATS_URL"),
+        (NatsSettings, {"NATS_TLS_CERT_FILE": "/c"}, "NATS_TLS_CERT_FILE"),
+        (IngestSettings, {"INGEST_AUTH_TOKENS_FILE": "/does/not/exist"}, "INGEST_AUTH_TOKENS_FILE"),
+    ],
+)
+def test_bad_value_names_the_variable(cls: type[_Settings], env: dict[str, str], variable: str) -> None:
+    def load_fully() -> None:
+        settings = load(cls, env)
+        if isinstance(settings, IngestSettings):
+            settings.tokens()
+
+    with pytest.raises(SettingsError, match=variable):
+        load_fully()
+
+
+def test_tokens_from_variable_and_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    path = tmp_path / "tokens"
+    path.write_text("t2\n\n t3 \n")
+    settings = load(IngestSettings, {"INGEST_AUTH_TOKENS": "t1, ", "INGEST_AUTH_TOKENS_FILE": str(path)})
+    assert settings.tokens() == ("t1", "t2", "t3")
