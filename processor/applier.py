@@ -46,6 +46,7 @@ __all__ = ["Applier", "LiveSettings"]
 
 log = logging.getLogger("medevents.processor")
 
+_KNOWN_MAX = 200_000  # remembered watermarks (hints only; forgotten all at once when full)
 _TRANSIENT = (PyMongoError, nats.errors.Error, FenceLookupError, TimeoutError)
 
 
@@ -98,6 +99,8 @@ class Applier:
         self._member = member_id
         self._timeout = request_timeout_s
         self._on_transient = on_transient  # (kind, failing) for readiness
+        # The highest watermark this pod saw per patient token: a lower bound, used as a hint.
+        self._known: dict[str, int] = {}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -117,12 +120,24 @@ class Applier:
         log.warning("transient error; retrying", extra={"kind": kind, "error": type(exc).__name__})
 
     async def _fence(self, held: HeldEvent) -> tuple[Decision, int]:
-        """Read the watermark, then the stream; retry transient errors until it answers."""
+        """Read the watermark, then the stream; retry transient errors until it answers.
+
+        For a first delivery, the watermark this pod last saw for the patient is used without a
+        read. Watermarks only grow, so it is at worst too low, and a too-low watermark can only
+        make the lookup find an earlier message (then the watermark is read for real) or make the
+        compare-and-set lose (then the write fences again): it never lets an event through early.
+        A redelivery always reads: it may be an event applied whose acknowledgement got lost.
+        """
         failures = 0
+        hint = self._known.get(held.token) if held.delivered == 1 else None
         while True:
             self._check_alive(held)
             try:
-                watermark = await self._store.watermark(held.token)
+                if hint is not None:
+                    watermark = hint
+                else:
+                    watermark = await self._store.watermark(held.token)
+                    self._remember(held.token, watermark)
                 if held.sequence <= watermark:
                     return Decision.DONE, watermark
                 first = await first_pending(self._nc, held.subject, watermark, self._timeout)
@@ -133,12 +148,21 @@ class Applier:
                 continue
             self._on_transient("fence", False)
             decision = decide(held.sequence, watermark, first, confirmed_gone=held.gone_seen)
+            if hint is not None and decision is not Decision.APPLY:
+                hint = None  # not conclusive on a remembered watermark: read it
+                continue
             if decision is Decision.GONE:
                 held.gone_seen = True
                 self._metrics.fenced.labels("gone").inc()
                 continue  # look again with a fresh watermark
             held.gone_seen = False
             return decision, watermark
+
+    def _remember(self, token: str, watermark: int) -> None:
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()
+        if watermark > self._known.get(token, 0):
+            self._known[token] = watermark
 
     async def _ack(self, held: HeldEvent) -> None:
         held.released = True
@@ -297,6 +321,7 @@ class Applier:
             self._on_transient("store", False)
             match result.outcome:
                 case ApplyOutcome.APPLIED | ApplyOutcome.ALREADY:
+                    self._remember(held.token, result.watermark)
                     break
                 case ApplyOutcome.REJECTED:
                     # The store refuses this document (not a duplicate): keep what can be kept.
@@ -315,6 +340,7 @@ class Applier:
                     continue
                 case ApplyOutcome.LOST:
                     self._metrics.fenced.labels("lost").inc()
+                    self._remember(held.token, result.watermark)
                     decision, expected = await self._fence(held)
                     if decision is Decision.DONE:
                         break
