@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 from nats.js import JetStreamContext
+from pymongo import AsyncMongoClient
 
+from medevents import store
 from medevents.config import MongoSettings, NatsSettings
+from medevents.model import Event
+from medevents.processor import HandlerContext, HandlerResult, PermanentError, TransientError
+from medevents.processor.deadletter import EVENT_ID_HEADER, list_dead_letters, replay_dead_letters
+from medevents.processor.server import health_app
+from medevents.store import Document
+from medevents.subjects import ingest_subject
 
+from .conftest import RunningIngest
 from .processor_support import (
     Recorder,
     check_exactly_once_in_order,
+    event_body,
+    fast_settings,
     publish,
     running_processor,
+    stored_documents,
     wait_for_documents,
 )
 
@@ -27,3 +42,156 @@ async def test_two_processors_apply_each_patient_in_order_once(
         docs = await wait_for_documents(mongo_settings, len(published.events))
     check_exactly_once_in_order(published, docs)
     assert recorder.overlaps == []
+
+
+async def test_the_same_event_posted_twice_is_stored_once_and_reported_processed(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, ingest: RunningIngest
+) -> None:
+    event = {
+        "patientId": "patient-123",
+        "type": "vitals",
+        "data": {"heartRate": 72},
+        "ts": "2025-10-01T10:30:00Z",
+    }
+    first = await ingest.client.post("/events", json=event)
+    second = await ingest.client.post("/events", json=event)
+    assert first.status_code == second.status_code == 202
+    assert second.json()["duplicate"] is True
+    event_id = first.json()["eventId"]
+    async with running_processor(nats_settings, mongo_settings):
+        docs = await wait_for_documents(mongo_settings, 1)
+        for _ in range(50):
+            answer = await ingest.client.get(f"/events/{event_id}")
+            if answer.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+    assert [d["eventId"] for d in docs] == [event_id]
+    doc = docs[0]
+    assert doc["patientId"] == "patient-123" and doc["data"] == {"heartRate": 72}
+    assert doc["result"] == {"status": "success", "message": "Event processed successfully"}
+    assert doc["attempts"] == 1 and doc["partition"] in range(4) and doc["sequence"] == 1
+    for field in ("processedAt", "processingDurationMs", "createdAt", "updatedAt", "ts"):
+        assert field in doc
+    assert answer.status_code == 200 and answer.json()["status"] == "processed"
+
+
+async def test_an_event_id_repeated_after_the_duplicate_window_is_stored_once(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
+) -> None:
+    async with running_processor(nats_settings, mongo_settings):
+        for n, msg_id in enumerate(("first-publish", "second-publish")):
+            # Two stream messages carrying one event id: what JetStream lets through once its
+            # duplicate window has passed.
+            await js.publish(
+                ingest_subject("p-dup"),
+                event_body("p-dup", n),
+                headers={"Nats-Msg-Id": msg_id, EVENT_ID_HEADER: "same-event"},
+            )
+        await js.publish(
+            ingest_subject("p-dup"), event_body("p-dup", 9, "after"), headers={"Nats-Msg-Id": "after"}
+        )
+        docs = await wait_for_documents(mongo_settings, 2)
+        await asyncio.sleep(0.5)
+        docs = await stored_documents(mongo_settings)
+    assert sorted(d["eventId"] for d in docs) == ["after", "same-event"]
+    assert next(d for d in docs if d["eventId"] == "same-event")["data"] == {"n": 0}  # the first one wins
+
+
+async def test_health_readiness_and_metrics(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings
+) -> None:
+    async with running_processor(nats_settings, mongo_settings) as processor:
+        transport = httpx.ASGITransport(app=health_app(processor))
+        async with httpx.AsyncClient(transport=transport, base_url="http://processor") as client:
+            health = await client.get("/health")
+            ready = await client.get("/readyz")
+            live = await client.get("/livez")
+            metrics = (await client.get("/metrics")).text
+    assert health.content == b'{"status":"ok","service":"processor-service"}'
+    assert ready.status_code == 200 and live.status_code == 200
+    for name in (
+        "medevents_processor_in_flight",
+        "medevents_processor_lanes",
+        "medevents_processor_processing_seconds_bucket",
+        "medevents_processor_end_to_end_seconds_bucket",
+        "medevents_processor_applied_total",
+        "medevents_processor_duplicates_total",
+        "medevents_processor_failed_total",
+        "medevents_processor_partitions_owned 4.0",
+    ):
+        assert name in metrics
+
+
+async def test_transient_handler_errors_retry_in_order(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
+) -> None:
+    failures: dict[str, int] = {}
+    order: list[int] = []
+
+    async def flaky(event: Event, context: HandlerContext) -> HandlerResult:
+        if failures.setdefault(context.event_id, 0) < 2:
+            failures[context.event_id] += 1
+            raise TransientError("downstream unavailable")
+        order.append(event.data["n"])
+        return HandlerResult()
+
+    async with running_processor(nats_settings, mongo_settings, handler=flaky):
+        published = await publish(js, ["flaky"], 5)
+        docs = await wait_for_documents(mongo_settings, 5)
+    check_exactly_once_in_order(published, docs)
+    assert order == [0, 1, 2, 3, 4]
+    assert all(d["attempts"] == 3 for d in docs)
+
+
+async def test_failures_are_dead_lettered_later_events_continue_and_replay_works(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
+) -> None:
+    healed = False
+    runs: list[int] = []
+
+    async def picky(event: Event, context: HandlerContext) -> HandlerResult:
+        runs.append(event.data["n"])
+        if not healed and event.data["n"] == 1:
+            raise PermanentError("cannot read this device")
+        if not healed and event.data["n"] == 3:
+            raise ValueError("always the same error")
+        return HandlerResult()
+
+    settings = fast_settings(max_attempts=3)
+    async with running_processor(nats_settings, mongo_settings, settings, handler=picky):
+        published = await publish(js, ["dlq-patient"], 5)
+        docs = await wait_for_documents(mongo_settings, 5)
+        check_exactly_once_in_order(published, docs)
+        status = {d["data"]["n"]: d["result"]["status"] for d in docs}
+        assert status == {0: "success", 1: "failed", 2: "success", 3: "failed", 4: "success"}
+        assert runs == [0, 1, 2, 3, 3, 3, 4]  # permanent: once; same error: max_attempts times
+        failed = {d["data"]["n"]: d for d in docs if d["result"]["status"] == "failed"}
+        assert "PermanentError: cannot read this device" in failed[1]["result"]["message"]
+        assert failed[3]["attempts"] == 3
+
+        letters = await list_dead_letters(js)
+        assert [(x.event_id, x.patient_id, x.sequence) for x in letters] == [
+            ("e-dlq-patient-1", "dlq-patient", published.events["e-dlq-patient-1"][1]),
+            ("e-dlq-patient-3", "dlq-patient", published.events["e-dlq-patient-3"][1]),
+        ]
+        assert "ValueError: always the same error" in letters[1].error
+
+        healed = True
+        client: AsyncMongoClient[Document] = store.mongo_client(mongo_settings, "test")
+        try:
+            replayed = await replay_dead_letters(
+                js, store.database(client, mongo_settings), event_id="e-dlq-patient-3"
+            )
+        finally:
+            await client.close()
+        assert [x.event_id for x in replayed] == ["e-dlq-patient-3"]
+        for _ in range(100):
+            docs = await stored_documents(mongo_settings)
+            if all(d["result"]["status"] == "success" for d in docs if d["eventId"] == "e-dlq-patient-3"):
+                break
+            await asyncio.sleep(0.1)
+    by_id = {d["eventId"]: d for d in docs}
+    assert len(docs) == 5
+    assert by_id["e-dlq-patient-3"]["result"]["status"] == "success"
+    assert by_id["e-dlq-patient-1"]["result"]["status"] == "failed"
+    assert [x.event_id for x in await list_dead_letters(js)] == ["e-dlq-patient-1"]
