@@ -56,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "processor":
                 from medevents.processor import serve as serve_processor
 
-                serve_processor()
-                return 0
+                return serve_processor()
             case "dlq":
                 from medevents.processor.cli import dlq_command
 

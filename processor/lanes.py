@@ -95,6 +95,7 @@ class PatientLanes:
         wait_initial_s: float = 0.02,
         wait_max_s: float = 1.0,
         on_change: Callable[[], None] | None = None,
+        on_crash: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._step = step
         self._capacity = capacity
@@ -102,6 +103,7 @@ class PatientLanes:
         self._wait_initial = wait_initial_s
         self._wait_max = wait_max_s
         self._on_change = on_change
+        self._on_crash = on_crash
         self.held = 0
 
     def __len__(self) -> int:
@@ -182,6 +184,13 @@ class PatientLanes:
                     wait = self._wait_initial
                 except TimeoutError:
                     wait = min(self._wait_max, wait * 2)
+        except Exception as exc:  # a bug, not an outage: report it so the process stops loudly
+            log.exception(
+                "patient lane crashed", extra={"partition": lane.heap[0][1].partition if lane.heap else None}
+            )
+            if self._on_crash is not None:
+                self._on_crash(exc)
+            raise
         finally:
             if self._lanes.get(lane.token) is lane:
                 if lane.heap:  # cancelled with events left: release their slots

@@ -38,8 +38,9 @@ def health_app(processor: Processor) -> Starlette:
     return Starlette(routes=probe_routes(SERVICE_NAME, processor.readiness, processor.metrics.registry))
 
 
-async def run(processor: Processor, host: str, port: int) -> None:
-    """Start the processor and its health server; on SIGTERM or SIGINT drain, then stop."""
+async def run(processor: Processor, host: str, port: int) -> int:
+    """Start the processor and its health server; on SIGTERM or SIGINT drain, then stop.
+    Returns the exit code: 1 when a task crashed (a bug; the supervisor restarts the process)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -50,20 +51,28 @@ async def run(processor: Processor, host: str, port: int) -> None:
     )
     server = _HealthServer(config)
     server_task = asyncio.create_task(server.serve(), name="health-server")
+    stopping = asyncio.create_task(stop.wait())
+    crashing = asyncio.create_task(processor.crashed.wait())
     try:
-        await stop.wait()
-        log.info("stop requested; draining")
+        await asyncio.wait([stopping, crashing], return_when=asyncio.FIRST_COMPLETED)
+        if processor.crashed.is_set():
+            log.error("a processor task crashed; stopping")
+        else:
+            log.info("stop requested; draining")
         await processor.drain()
     finally:
+        stopping.cancel()
+        crashing.cancel()
         await processor.close()
         server.should_exit = True
         await server_task
+    return 1 if processor.crashed.is_set() else 0
 
 
-def serve() -> None:
-    """Run a processor configured by environment variables until SIGTERM."""
+def serve() -> int:
+    """Run a processor configured by environment variables until SIGTERM; returns the exit code."""
     settings = load(ProcessorSettings)
     nats_settings, stream, mongo = load(NatsSettings), load(StreamSettings), load(MongoSettings)
     logs.configure(load(LogSettings), "processor")
     processor = Processor(settings, nats_settings, stream, mongo)
-    uvloop.run(run(processor, settings.host, settings.port))
+    return uvloop.run(run(processor, settings.host, settings.port))

@@ -106,6 +106,7 @@ class Processor:
             retry_max_s=settings.retry_max_ms / 1000,
         )
         self.lanes: PatientLanes | None = None
+        self.crashed = asyncio.Event()  # set when a task died of a bug: the process must exit
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -146,7 +147,9 @@ class Processor:
             request_timeout_s=self._nats_settings.request_timeout_s,
             on_transient=self._note_transient,
         )
-        self.lanes = PatientLanes(applier.step, self.capacity, on_change=self._lanes_changed)
+        self.lanes = PatientLanes(
+            applier.step, self.capacity, on_change=self._lanes_changed, on_crash=self._crashed
+        )
         self._apply_ack_wait()
         await self._membership_tick()
         self._tasks = [
@@ -173,6 +176,9 @@ class Processor:
         else:
             self._unpullable.pop(partition, None)
         self.metrics.consumer_mismatch.labels(str(partition)).set(1 if mismatches else 0)
+
+    def _crashed(self, exc: BaseException) -> None:
+        self.crashed.set()
 
     # -- state shared with the probes ---------------------------------------------------------
 
