@@ -7,9 +7,10 @@ single operations (FINDINGS.md), so every watermark read and every write goes th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from ._tasks import cancel_and_wait
 
 __all__ = ["Batcher"]
 
@@ -78,11 +79,7 @@ class Batcher(Generic[T, R]):
                     future.set_result(result)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         for _, future in self._pending:
             future.cancel()
         self._pending.clear()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 
+from ._tasks import cancel_and_wait
+
 __all__ = ["Capacity", "HeldEvent", "LaneStep", "PatientLanes"]
 
 log = logging.getLogger("medevents.processor")
@@ -211,7 +213,4 @@ class PatientLanes:
         return not self._lanes
 
     async def cancel(self) -> None:
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(lane.task for lane in list(self._lanes.values()) if lane.task is not None)

@@ -27,6 +27,7 @@ from medevents.store import Document
 from medevents.subjects import token_of_stored
 
 from ._metrics import ProcessorMetrics
+from ._tasks import cancel_and_wait
 from .applier import Applier, LiveSettings
 from .consumers import CRITICAL_FIELDS, ensure_consumer
 from .handlers import Handler, load_handler
@@ -153,8 +154,8 @@ class Processor:
         self._apply_ack_wait()
         await self._membership_tick()
         self._tasks = [
-            asyncio.create_task(self._membership_loop(), name="membership"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeats"),
+            self._watch(asyncio.create_task(self._membership_loop(), name="membership")),
+            self._watch(asyncio.create_task(self._heartbeat_loop(), name="heartbeats")),
         ]
         log.info(
             "processor started",
@@ -179,6 +180,19 @@ class Processor:
 
     def _crashed(self, exc: BaseException) -> None:
         self.crashed.set()
+
+    def _watch(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """A background task that ends with an error is a bug: stop the process loudly."""
+
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "background task crashed", exc_info=task.exception(), extra={"task": task.get_name()}
+                )
+                self.crashed.set()
+
+        task.add_done_callback(done)
+        return task
 
     # -- state shared with the probes ---------------------------------------------------------
 
@@ -286,7 +300,9 @@ class Processor:
             self._loops.pop(partition).stop.set()
         for partition in wanted - set(self._loops):
             stop = asyncio.Event()
-            task = asyncio.create_task(self._pull_loop(partition, stop), name=f"pull-{partition}")
+            task = self._watch(
+                asyncio.create_task(self._pull_loop(partition, stop), name=f"pull-{partition}")
+            )
             self._loops[partition] = _PullLoop(task, stop)
         if sorted(wanted) != self.owned:
             self.owned = sorted(wanted)
@@ -315,7 +331,7 @@ class Processor:
                     msgs = await psub.fetch(n, timeout=FETCH_TIMEOUT_S)
                     admitted = sum(self._admit(m) for m in msgs)
                     failures = 0
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nothing to fetch (nats-py raises both its own and asyncio's)
                     pass
                 except nats.errors.Error as exc:
                     self.metrics.transient_errors.labels("fetch").inc()
@@ -380,9 +396,7 @@ class Processor:
             loop.stop.set()
         if loops:
             await asyncio.wait([loop.task for loop in loops], timeout=FETCH_TIMEOUT_S * 3)
-        for loop in loops:
-            loop.task.cancel()
-        await asyncio.gather(*(loop.task for loop in loops), return_exceptions=True)
+        await cancel_and_wait(loop.task for loop in loops)
         self.metrics.partitions_owned.set(0)
 
     async def _release(self, events: list[HeldEvent]) -> None:
@@ -417,9 +431,7 @@ class Processor:
 
     async def close(self) -> None:
         """Stop everything and leave the membership (after :meth:`drain`, or abruptly without)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._stop_pulling()
         if self.lanes is not None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 from nats.js import JetStreamContext
@@ -185,13 +190,39 @@ async def test_failures_are_dead_lettered_later_events_continue_and_replay_works
         finally:
             await client.close()
         assert [x.event_id for x in replayed] == ["e-dlq-patient-3"]
-        for _ in range(100):
-            docs = await stored_documents(mongo_settings)
-            if all(d["result"]["status"] == "success" for d in docs if d["eventId"] == "e-dlq-patient-3"):
-                break
-            await asyncio.sleep(0.1)
-    by_id = {d["eventId"]: d for d in docs}
-    assert len(docs) == 5
-    assert by_id["e-dlq-patient-3"]["result"]["status"] == "success"
-    assert by_id["e-dlq-patient-1"]["result"]["status"] == "failed"
-    assert [x.event_id for x in await list_dead_letters(js)] == ["e-dlq-patient-1"]
+        docs = await _wait_status(mongo_settings, "e-dlq-patient-3", "success")
+        by_id = {d["eventId"]: d for d in docs}
+        assert len(docs) == 5
+        assert by_id["e-dlq-patient-1"]["result"]["status"] == "failed"
+
+        # The command line: list, then replay by patient.
+        env = {
+            "NATS_URL": nats_settings.url,
+            "MONGO_URI": mongo_settings.uri,
+            "MONGO_DB": mongo_settings.database,
+        }
+        listed = await _medevents(env, "dlq", "list")
+        assert [json.loads(line)["event_id"] for line in listed.splitlines()] == ["e-dlq-patient-1"]
+        replayed_out = await _medevents(env, "dlq", "replay", "--patient", "dlq-patient")
+        assert json.loads(replayed_out)["replayed"] == "e-dlq-patient-1"
+        docs = await _wait_status(mongo_settings, "e-dlq-patient-1", "success")
+    assert len(docs) == 5 and all(d["result"]["status"] == "success" for d in docs)
+    assert await list_dead_letters(js) == []
+
+
+async def _wait_status(mongo_settings: MongoSettings, event_id: str, status: str) -> list[Document]:
+    for _ in range(100):
+        docs = await stored_documents(mongo_settings)
+        if any(d["eventId"] == event_id and d["result"]["status"] == status for d in docs):
+            return docs
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{event_id} never became {status}")
+
+
+async def _medevents(env: dict[str, str], *args: str) -> str:
+    command = [str(Path(sys.executable).parent / "medevents"), *args]
+    done = await asyncio.to_thread(
+        subprocess.run, command, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
