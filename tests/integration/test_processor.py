@@ -10,12 +10,17 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 from pymongo import AsyncMongoClient
 
-from medevents import store
-from medevents.config import MongoSettings, NatsSettings
+from medevents import store, topology
+from medevents.cluster import Tuning, decode_member, encode
+from medevents.config import MongoSettings, NatsSettings, StreamSettings
+from medevents.metrics import render
 from medevents.model import Event
+from medevents.natsconn import ensure_stream
 from medevents.processor import HandlerContext, HandlerResult, PermanentError, TransientError
 from medevents.processor.deadletter import EVENT_ID_HEADER, list_dead_letters, replay_dead_letters
 from medevents.processor.server import health_app
@@ -24,6 +29,7 @@ from medevents.subjects import ingest_subject
 
 from .conftest import RunningIngest
 from .processor_support import (
+    PARTITIONS,
     Recorder,
     check_exactly_once_in_order,
     event_body,
@@ -226,3 +232,46 @@ async def _medevents(env: dict[str, str], *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+async def test_live_tuning_and_membership_records(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
+) -> None:
+    async with running_processor(nats_settings, mongo_settings, fast_settings(member_ttl_s=1.5)) as processor:
+        tuning = await js.key_value(topology.TUNING_BUCKET)
+        await tuning.put(
+            topology.TUNING_KEY, encode(Tuning(concurrency=7, delay_min_ms=1, delay_max_ms=2, max_attempts=2))
+        )
+        members = await js.key_value(topology.MEMBERS_BUCKET)
+        for _ in range(50):
+            record = decode_member((await members.get(processor.member_id)).value or b"")
+            if record.capacity == 7:
+                break
+            await asyncio.sleep(0.1)
+        assert processor.capacity.limit == 7 and processor.live.max_attempts == 2
+        assert (processor.live.delay_min_ms, processor.live.delay_max_ms) == (1, 2)
+        assert record.capacity == 7 and record.partitions == [0, 1, 2, 3] and not record.draining
+    with pytest.raises(KeyNotFoundError):  # it left the membership on the way out
+        await members.get(processor.member_id)
+
+
+async def test_existing_consumers_are_reported_not_overwritten(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
+) -> None:
+    await ensure_stream(js, StreamSettings(partitions=PARTITIONS))
+    slow = topology.consumer_config(0, ack_wait_s=10, max_ack_pending=512)
+    wrong = topology.consumer_config(1, ack_wait_s=4, max_ack_pending=512)
+    wrong.filter_subject = "events.1.just-one-patient"
+    await js.add_consumer(topology.STREAM, slow)
+    await js.add_consumer(topology.STREAM, wrong)
+    async with running_processor(nats_settings, mongo_settings) as processor:
+        assert (await js.consumer_info(topology.STREAM, "processor-0")).config.ack_wait == 10
+        assert (
+            await js.consumer_info(topology.STREAM, "processor-1")
+        ).config.filter_subject == wrong.filter_subject
+        assert processor.owned == [0, 2, 3]  # the one with the wrong ack policy is not pulled
+        reasons = await processor.readiness()
+        assert len(reasons) == 1 and "processor-1" in reasons[0] and "filter_subject" in reasons[0]
+        metrics = render(processor.metrics.registry).decode()
+        assert 'medevents_processor_consumer_mismatch{partition="0"} 1.0' in metrics
+        assert 'medevents_processor_consumer_mismatch{partition="2"} 0.0' in metrics
