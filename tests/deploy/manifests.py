@@ -17,8 +17,8 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
-from kubernetes_validate.utils import all_versions
 import yaml
+from kubernetes_validate.utils import all_versions
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,9 +81,7 @@ class HelmError(Exception):
 def kube_versions() -> list[str]:
     """The supported Kubernetes minor versions that kubernetes-validate has schemas for."""
     low, high = SUPPORTED
-    found = {
-        f"{v.major}.{v.minor}" for v in map(Version, all_versions()) if low <= v <= high
-    }
+    found = {f"{v.major}.{v.minor}" for v in map(Version, all_versions()) if low <= v <= high}
     return sorted(found, key=Version)
 
 
@@ -145,7 +143,9 @@ def containers(spec: Obj) -> Iterator[Obj]:
 def find(objs: list[Obj], kind: str, name_suffix: str = "") -> Obj:
     """The one object of ``kind`` whose name ends with ``name_suffix``."""
     found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
-    assert len(found) == 1, f"expected one {kind} *{name_suffix}, found {[o['metadata']['name'] for o in found]}"
+    assert len(found) == 1, (
+        f"expected one {kind} *{name_suffix}, found {[o['metadata']['name'] for o in found]}"
+    )
     return found[0]
 
 
