@@ -271,7 +271,10 @@ def test_operator_rbac_is_exactly_what_it_needs(rendered: list[Obj], combo: str)
     # kopf's peering: the object the operator is told to use exists, in its namespace.
     peering = find(rendered, "KopfPeering")
     assert f"--peering={peering['metadata']['name']}" in spec["containers"][0]["args"]
-    assert f"--namespace={NAMESPACE}" in spec["containers"][0]["args"]
+    assert "--namespace=$(POD_NAMESPACE)" in spec["containers"][0]["args"]
+    assert env_of(spec["containers"][0])["POD_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
 
 
 def test_event_pipeline_matches_the_workloads(rendered: list[Obj]) -> None:
