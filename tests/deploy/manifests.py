@@ -97,9 +97,34 @@ def crd_schemas() -> dict[tuple[str, str], Obj]:
     return schemas
 
 
+def _strict(schema: Any) -> Any:
+    """The schema with unknown fields forbidden where Kubernetes would drop them (structural
+    schemas prune fields they do not name; kubectl's strict field validation reports them)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
 def custom_resource_errors(obj: Obj) -> list[str]:
-    """Problems of a custom resource against its CRD's schema (OpenAPI v3 is a JSON Schema subset)."""
-    schema = crd_schemas()[(obj["apiVersion"], obj["kind"])]
+    """Problems of a custom resource against its CRD's schema (OpenAPI v3 is a JSON Schema subset),
+    unknown fields included."""
+    schema = _strict(crd_schemas()[(obj["apiVersion"], obj["kind"])])
+    # Every object has these, whether its CRD's schema names them or not.
+    schema["properties"] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        **schema.get("properties", {}),
+    }
     validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
     return [
         f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}"

@@ -145,9 +145,9 @@ def test_probes_use_the_real_endpoints(rendered: list[Obj]) -> None:
         spec = pod_spec(operator)
         assert spec is not None
         container = spec["containers"][0]
-        assert container["args"][0] == "operator"
-        liveness = [a for a in container["args"] if a.startswith("--liveness=")]
-        assert liveness == ["--liveness=http://0.0.0.0:8080/healthz"]
+        assert container["args"] == ["operator"]
+        # medevents.config.OperatorSettings: kopf serves http://0.0.0.0:<port>/healthz.
+        assert env_of(container)["OPERATOR_LIVENESS_PORT"]["value"] == "8080"
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["httpGet"] == {"path": "/healthz", "port": "liveness"}
         assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"liveness": 8080}
@@ -168,7 +168,7 @@ def test_every_environment_variable_is_a_real_setting(rendered: list[Obj]) -> No
     """A misspelt variable in the chart would be a setting that silently never applies."""
     known = _known_env_names()
     # Set by the chart for kopf (peer identity) and the helm test pod, not medevents settings.
-    known |= {"POD_ID", "POD_NAMESPACE", "INGEST_URL", "TIMEOUT_S"}
+    known |= {"POD_ID", "INGEST_URL", "TIMEOUT_S"}
     for obj in rendered:
         spec = pod_spec(obj)
         if spec is None or obj["metadata"]["labels"]["app.kubernetes.io/component"] in ("nats", "mongodb"):
@@ -270,9 +270,10 @@ def test_operator_rbac_is_exactly_what_it_needs(rendered: list[Obj], combo: str)
             assert other.get("automountServiceAccountToken") is False, obj["metadata"]["name"]
     # kopf's peering: the object the operator is told to use exists, in its namespace.
     peering = find(rendered, "KopfPeering")
-    assert f"--peering={peering['metadata']['name']}" in spec["containers"][0]["args"]
-    assert "--namespace=$(POD_NAMESPACE)" in spec["containers"][0]["args"]
-    assert env_of(spec["containers"][0])["POD_NAMESPACE"]["valueFrom"] == {
+    operator_env = env_of(spec["containers"][0])
+    assert operator_env["OPERATOR_PEERING"]["value"] == peering["metadata"]["name"]
+    # Namespaced: the operator watches only its own namespace, where its Role applies.
+    assert operator_env["OPERATOR_NAMESPACES"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}
     }
 

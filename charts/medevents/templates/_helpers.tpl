@@ -93,7 +93,7 @@ mongodb-uri
 {{- end -}}
 
 {{- define "medevents.peeringName" -}}
-{{- default (include "medevents.fullname" .) .Values.operator.peeringName -}}
+{{- default (include "medevents.componentName" (list . "operator")) .Values.operator.peeringName -}}
 {{- end -}}
 
 {{- define "medevents.operatorServiceAccountName" -}}
