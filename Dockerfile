@@ -25,7 +25,7 @@ RUN python -m pip wheel --wheel-dir /wheels . \
  && /opt/medevents/bin/python -m compileall -q /opt/medevents/lib \
  && /opt/medevents/bin/medevents --help > /dev/null
 
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${PYTHON_IMAGE} AS app
 LABEL org.opencontainers.image.title="medevents" \
       org.opencontainers.image.description="Durable, per-patient ordered, exactly-once ingestion of medical events" \
       org.opencontainers.image.licenses="ISC"
@@ -45,3 +45,13 @@ USER 10001:10001
 EXPOSE 3000 3001 8080
 ENTRYPOINT ["medevents"]
 CMD ["ingest"]
+
+# The inner dev loop (Tiltfile: target "dev") syncs changed Python files into the virtualenv, so
+# there the app user owns it. Never used for releases.
+FROM app AS dev
+USER 0:0
+RUN chown -R 10001:10001 /opt/medevents
+USER 10001:10001
+
+# The release image: the last stage, so a plain `docker build .` produces it.
+FROM app AS runtime
