@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -433,3 +434,34 @@ def test_crds_are_valid_custom_resource_definitions() -> None:
             errors = [e for v in kube_versions() for e in validation_errors(crd, v)]
             assert not errors, errors
             assert path.name == f"{crd['metadata']['name']}.yaml"
+
+
+def test_chart_declares_its_kubernetes_versions(helm: str, tmp_path: Path) -> None:
+    oldest, newest = kube_versions()[0], kube_versions()[-1]
+    for version in (oldest, newest):
+        assert helm_template(helm, {}, tmp_path, "--kube-version", f"{version}.0")
+    with pytest.raises(HelmError, match="kubeVersion"):
+        helm_template(helm, {}, tmp_path, "--kube-version", "1.29.0")
+
+
+def _readme_helm_installs() -> list[list[str]]:
+    readme = (CHART.parents[1] / "README.md").read_text()
+    section = readme.split("## Deploy on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    joined = section.replace("\\\n", " ")
+    return [
+        shlex.split(line.strip()) for line in joined.splitlines() if line.strip().startswith("helm install ")
+    ]
+
+
+def test_readme_install_commands_render(helm: str) -> None:
+    """Every `helm install` of the README's deploy section renders (as `helm template`)."""
+    commands = _readme_helm_installs()
+    assert len(commands) >= 2
+    for words in commands:
+        args = [w for w in words[2:] if w != "--create-namespace"]
+        args = [str(CHART) if a == "charts/medevents" else a for a in args]
+        result = subprocess.run(
+            [helm, "template", *args], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, f"{' '.join(words)}\n{result.stderr}"
+        assert load_yaml_docs(result.stdout)
