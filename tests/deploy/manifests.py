@@ -7,6 +7,8 @@ the ``openAPIV3Schema`` of their CRD in the chart's ``crds/`` folder.
 
 from __future__ import annotations
 
+import operator
+import re
 import shutil
 import subprocess
 import sys
@@ -129,7 +131,56 @@ def custom_resource_errors(obj: Obj) -> list[str]:
     return [
         f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
         for e in validator.iter_errors(obj)
+    ] + _cel_errors(obj)
+
+
+# The CEL rules (x-kubernetes-validations) this module can evaluate: comparisons of two fields.
+_RULE = re.compile(r"^self\.([\w.]+) (<=|<|>=|>|==) self\.([\w.]+)$")
+_COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
+
+
+def _cel_rules(schema: Obj, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Obj, Obj]]:
+    """(path, schema at that path, rule) of every x-kubernetes-validations rule of a schema."""
+    for rule in schema.get("x-kubernetes-validations", []):
+        yield path, schema, rule
+    for name, child in schema.get("properties", {}).items():
+        yield from _cel_rules(child, (*path, name))
+
+
+def unsupported_cel_rules() -> list[str]:
+    """CRD rules that :func:`custom_resource_errors` cannot evaluate (a test keeps this empty)."""
+    return [
+        rule["rule"]
+        for schema in crd_schemas().values()
+        for _, _, rule in _cel_rules(schema)
+        if not _RULE.match(rule["rule"])
     ]
+
+
+def _value(node: Any, schema: Obj, dotted: str) -> Any:
+    """A field below ``node``, or its schema default when absent (the API server defaults first)."""
+    for name in dotted.split("."):
+        schema = schema.get("properties", {}).get(name, {})
+        node = node.get(name, schema.get("default")) if isinstance(node, dict) else None
+    return node
+
+
+def _cel_errors(obj: Obj) -> list[str]:
+    errors = []
+    for path, schema, rule in _cel_rules(crd_schemas()[(obj["apiVersion"], obj["kind"])]):
+        match = _RULE.match(rule["rule"])
+        node: Any = obj
+        for name in path:
+            node = node.get(name, {}) if isinstance(node, dict) else {}
+        if match is None:
+            continue
+        left, right = _value(node, schema, match.group(1)), _value(node, schema, match.group(3))
+        comparable = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right))
+        # Wrong types are the schema check's to report; CEL would not run on them either.
+        if comparable and not _COMPARE[match.group(2)](left, right):
+            message = rule.get("message", rule["rule"])
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(path)}: {message}")
+    return errors
 
 
 def validation_errors(obj: Obj, version: str) -> list[str]:

@@ -303,6 +303,16 @@ def test_event_pipeline_schema_rejects_what_it_should(helm: str, tmp_path: Path)
     errors = custom_resource_errors(pipeline)
     assert any("scaling.maxReplicas" in e for e in errors), errors
     assert any("processor.kind" in e for e in errors), errors
+    # The CRD's CEL rules count too, with the schema's defaults for absent fields.
+    pipeline = find(helm_template(helm, {}, tmp_path), "EventPipeline")
+    pipeline["spec"]["processing"] = {"delayMinMs": 7000}  # above the default delayMaxMs (6000)
+    assert any("delayMinMs must not exceed" in e for e in custom_resource_errors(pipeline))
+
+
+def test_every_crd_rule_is_evaluated() -> None:
+    from .manifests import unsupported_cel_rules
+
+    assert unsupported_cel_rules() == [], "extend tests/deploy/manifests.py to evaluate these CEL rules"
 
 
 def _crd_spec_properties(section: str) -> dict[str, Any]:
