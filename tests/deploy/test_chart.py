@@ -367,6 +367,8 @@ def test_values_schema_rejects(helm: str, tmp_path: Path, values: dict[str, Any]
         ({"nats": {"enabled": False}}, "nats.url is required"),
         ({"mongodb": {"enabled": False}}, "mongodb.uri or mongodb.existingSecret is required"),
         ({"stream": {"replicas": 3}}, "stream.replicas (3) cannot exceed nats.replicas (1)"),
+        ({"pipeline": {"scaling": {"minReplicas": 5, "maxReplicas": 4}}}, "minReplicas (5) must not exceed"),
+        ({"pipeline": {"processing": {"delayMinMs": 7000}}}, "delayMinMs (7000) must not exceed"),
     ],
 )
 def test_chart_refuses_incomplete_settings(
