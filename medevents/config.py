@@ -17,6 +17,7 @@ import msgspec
 from msgspec import Meta
 
 __all__ = [
+    "AutoscaleSettings",
     "IngestSettings",
     "LogSettings",
     "MongoSettings",
@@ -165,6 +166,28 @@ class ProcessorSettings(_Settings, frozen=True):
             )
         if ":" not in self.handler:
             raise SettingsError(f"PROCESSOR_HANDLER: expected module:function, got {self.handler!r}")
+
+
+class AutoscaleSettings(_Settings, frozen=True):
+    """The local autoscaler of ``medevents up`` (on Kubernetes the EventPipeline spec decides)."""
+
+    ENV_PREFIX = "MEDEVENTS_AUTOSCALE_"
+
+    enabled: bool = True  # let the backlog start and stop local processor processes
+    min_processors: Annotated[int, Meta(ge=0, le=64)] = 1  # fewest processors; 0 = stop all when idle
+    max_processors: Annotated[int, Meta(ge=1, le=64)] = 4  # most processors (each is a process)
+    target_drain_s: Annotated[float, Meta(ge=1)] = 30.0  # drain the backlog within this many seconds
+    poll_s: Annotated[float, Meta(ge=0.1, le=60)] = 2.0  # seconds between two decisions
+    scale_down_window_s: NonNegative = 30.0  # scale down only to the highest target seen this long
+    max_scale_down_step: Annotated[int, Meta(ge=1)] = 1  # processors stopped per decision
+    idle_s: NonNegative = 120.0  # with min 0: no lag and no arrivals this long -> no processors
+
+    def __post_init__(self) -> None:
+        if self.min_processors > self.max_processors:
+            raise SettingsError(
+                "MEDEVENTS_AUTOSCALE_MIN_PROCESSORS, MEDEVENTS_AUTOSCALE_MAX_PROCESSORS: the minimum "
+                f"({self.min_processors}) must not exceed the maximum ({self.max_processors})"
+            )
 
 
 class OperatorSettings(_Settings, frozen=True):

@@ -19,11 +19,10 @@ import nats.errors
 
 from medevents.backlog import StreamMissingError, rates, read_backlog, read_members
 from medevents.config import NatsSettings, load
+from medevents.local.autoscaler import AUTOSCALER_FILE
 from medevents.natsconn import connect
 
-__all__ = ["AUTOSCALER_FILE", "collect", "print_status", "render"]
-
-AUTOSCALER_FILE = "autoscaler.json"
+__all__ = ["collect", "print_status", "render"]
 
 
 def _nats_settings(data_dir: Path) -> NatsSettings:

@@ -36,9 +36,9 @@ class OperatorContext:
     loops: dict[str, PipelineLoop] = field(default_factory=dict)
 
 
-def _connection(settings: OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    if settings.kube_api_url:
-        return kopf.ConnectionInfo(server=settings.kube_api_url, insecure=settings.kube_insecure or None)
+def _connection(ours: OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    if ours.kube_api_url:
+        return kopf.ConnectionInfo(server=ours.kube_api_url, insecure=ours.kube_insecure or None)
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 

@@ -152,7 +152,11 @@ class PipelineLoop:
             await self.close()
         if self.nc is None:
             try:
-                self.nc = await connect(settings, f"medevents-operator {self.namespace}/{self.name}")
+                # No background reconnects: a poll that finds the connection gone connects again,
+                # and an unreachable server fails this poll fast instead of hanging it.
+                self.nc = await connect(
+                    settings, f"medevents-operator {self.namespace}/{self.name}", allow_reconnect=False
+                )
             except _NATS_ERRORS as exc:
                 raise NotFresh(
                     "NatsUnreachable", f"cannot connect to {settings.url}: {type(exc).__name__}"
