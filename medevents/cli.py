@@ -37,6 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     replay = dlq_commands.add_parser("replay", help="process dead letters again (all, or the matching ones)")
     replay.add_argument("--patient", help="only this patient's dead letters")
     replay.add_argument("--event", help="only the dead letter of this event id")
+    commands.add_parser(
+        "operator", help="run the Kubernetes operator (kopf; configured by OPERATOR_* variables)"
+    )
+    status = commands.add_parser("status", help="show lag, rates, processors and the last scaling decision")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("MEDEVENTS_HOME", ".medevents")),
+        help="data directory of `medevents up` (for its last decision; MEDEVENTS_HOME)",
+    )
     return parser
 
 
@@ -65,6 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     patient=getattr(args, "patient", None),
                     event_id=getattr(args, "event", None),
                 )
+            case "operator":
+                from medevents.operator.main import run
+
+                run()
+                return 0
+            case "status":
+                from medevents.status import print_status
+
+                return print_status(args.data_dir, as_json=args.json)
     except SettingsError as exc:
         print(f"medevents: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -39,8 +39,11 @@ async def connect(
     allow_reconnect: bool = True,
 ) -> NATS:
     """Connect once (fail fast at start-up), then reconnect forever in the background."""
+    client: list[NATS] = []
 
     async def disconnected() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own close, not an outage
         log.warning("nats disconnected")
         if on_state:
             await on_state("disconnected")
@@ -58,7 +61,9 @@ async def connect(
         "name": name,
         "connect_timeout": settings.connect_timeout_s,
         "reconnect_time_wait": 0.5,
-        "max_reconnect_attempts": -1 if allow_reconnect else 0,
+        # nats-py treats 0 as "no limit" when picking a server, so a connect that must fail fast
+        # needs 1 (each server is tried twice, reconnect_time_wait apart, then NoServersError).
+        "max_reconnect_attempts": -1 if allow_reconnect else 1,
         "allow_reconnect": allow_reconnect,
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
@@ -73,7 +78,8 @@ async def connect(
         options["user_credentials"] = settings.creds_file
     if settings.nkey_seed_file:
         options["nkeys_seed"] = settings.nkey_seed_file
-    return await nats.connect(**options)
+    client.append(await nats.connect(**options))
+    return client[0]
 
 
 _COMPARED = ("subjects", "retention", "discard", "num_replicas", "duplicate_window", "max_age", "max_bytes")

@@ -165,6 +165,17 @@ class LocalSystem:
         self.write_endpoints()
         return service
 
+    def count(self) -> int:
+        """Processors running now (the local autoscaler's ``ProcessorPool``)."""
+        return len(self.processors())
+
+    async def scale_to(self, n: int) -> None:
+        """Start processors, or stop the newest ones gracefully, until ``n`` run."""
+        while self.count() < n:
+            self.add_processor()
+        while self.count() > n and await self.remove_processor():
+            pass
+
     async def remove_processor(self) -> bool:
         """Stop the newest processor gracefully (SIGTERM: it drains its held events within
         ``PROCESSOR_SHUTDOWN_GRACE_S``); False when none runs."""
