@@ -323,6 +323,12 @@ class Applier:
                 case ApplyOutcome.APPLIED | ApplyOutcome.ALREADY:
                     self._remember(held.token, result.watermark)
                     break
+                case ApplyOutcome.REJECTED if outcome.document.get("data") is None:
+                    # Even the reduced document is refused: the store is misconfigured. Keep
+                    # retrying (visible in metrics and readiness) rather than lose the event.
+                    self._transient("store_rejected", RuntimeError(result.detail))
+                    await self._backoff(held, failures)
+                    failures += 1
                 case ApplyOutcome.REJECTED:
                     # The store refuses this document (not a duplicate): keep what can be kept.
                     log.error("store rejected the document", extra={"eventId": outcome.event_id})
