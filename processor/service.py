@@ -338,6 +338,9 @@ class Processor:
                     log.warning("fetch failed", extra={"partition": partition, "error": type(exc).__name__})
                     failures += 1
                     await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                    if failures % 3 == 0:  # the consumer may have been deleted: create it again
+                        with contextlib.suppress(nats.errors.Error, TimeoutError):
+                            await self._ensure_consumer(partition)
                 finally:
                     self.capacity.give_back(n - admitted)
         finally:

@@ -275,3 +275,14 @@ async def test_existing_consumers_are_reported_not_overwritten(
         metrics = render(processor.metrics.registry).decode()
         assert 'medevents_processor_consumer_mismatch{partition="0"} 1.0' in metrics
         assert 'medevents_processor_consumer_mismatch{partition="2"} 0.0' in metrics
+
+
+async def test_a_deleted_consumer_is_created_again(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
+) -> None:
+    async with running_processor(nats_settings, mongo_settings):
+        for p in range(PARTITIONS):
+            await js.delete_consumer(topology.STREAM, topology.consumer_name(p))
+        published = await publish(js, ["p-after-delete", "another"], 3)
+        docs = await wait_for_documents(mongo_settings, len(published.events), timeout=30)
+    check_exactly_once_in_order(published, docs)
