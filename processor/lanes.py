@@ -106,6 +106,7 @@ class PatientLanes:
         self._wait_max = wait_max_s
         self._on_change = on_change
         self._on_crash = on_crash
+        self._paused = False
         self.held = 0
 
     def __len__(self) -> int:
@@ -151,6 +152,10 @@ class PatientLanes:
             self.held -= 1
             self._capacity.give_back(1)
 
+    def pause(self) -> None:
+        """Start no further event (shutdown): those under way finish, the rest stay queued."""
+        self._paused = True
+
     def take_queued(self) -> list[HeldEvent]:
         """Remove and return every held event that is not running (to release them on shutdown)."""
         out = []
@@ -169,6 +174,9 @@ class PatientLanes:
             while lane.heap:
                 _, held = lane.heap[0]
                 lane.changed.clear()
+                if self._paused:
+                    await lane.changed.wait()  # until take_queued empties the lane
+                    continue
                 held.running = True
                 try:
                     step = await self._step(held)

@@ -393,6 +393,7 @@ class Processor:
     # -- shutdown -----------------------------------------------------------------------------
 
     async def _stop_pulling(self) -> None:
+        """Stop every pull loop; a fetch under way finishes first (at most its timeout)."""
         loops = list(self._loops.values())
         self._loops.clear()
         for loop in loops:
@@ -412,18 +413,20 @@ class Processor:
             self.metrics.released.inc()
 
     async def drain(self, grace_s: float | None = None) -> None:
-        """SIGTERM: stop fetching, leave the partitions to others, hand back queued events, let
-        running ones finish within the grace period, then hand back the rest."""
+        """SIGTERM: start nothing new, leave the partitions to others, stop fetching, hand back
+        queued events, let running ones finish within the grace period, then hand back the rest."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         if self.draining or self.lanes is None:
             return
         self.draining = True
         log.info("draining", extra={"held": self.lanes.held, "grace_s": grace})
-        await self._stop_pulling()
+        deadline = time.monotonic() + grace
+        self.lanes.pause()
         with contextlib.suppress(nats.errors.Error, TimeoutError, AssertionError):
             assert self._registry is not None
-            await self._registry.heartbeat(self.member())
-        deadline = time.monotonic() + grace
+            await self._registry.heartbeat(self.member())  # draining: others take the partitions
+        await self._stop_pulling()
+        await self._release(self.lanes.take_queued())  # others can start on them right away
         while self.lanes.held and time.monotonic() < deadline:
             await self._release(self.lanes.take_queued())
             await self.lanes.wait_empty(min(0.1, max(0.0, deadline - time.monotonic())))

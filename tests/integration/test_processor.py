@@ -21,7 +21,7 @@ from medevents.config import MongoSettings, NatsSettings, StreamSettings
 from medevents.metrics import render
 from medevents.model import Event
 from medevents.natsconn import ensure_stream
-from medevents.processor import HandlerContext, HandlerResult, PermanentError, TransientError
+from medevents.processor import HandlerContext, HandlerResult, PermanentError, Processor, TransientError
 from medevents.processor.deadletter import EVENT_ID_HEADER, list_dead_letters, replay_dead_letters
 from medevents.processor.server import health_app
 from medevents.store import Document
@@ -286,3 +286,33 @@ async def test_a_deleted_consumer_is_created_again(
         published = await publish(js, ["p-after-delete", "another"], 3)
         docs = await wait_for_documents(mongo_settings, len(published.events), timeout=30)
     check_exactly_once_in_order(published, docs)
+
+
+async def test_drain_finishes_running_events_and_hands_back_queued_ones(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
+) -> None:
+    recorder = Recorder(delay_ms=(600, 900))
+    processor = Processor(
+        fast_settings(),
+        nats_settings,
+        StreamSettings(partitions=PARTITIONS),
+        mongo_settings,
+        handler=recorder,
+    )
+    await processor.start()
+    try:
+        published = await publish(js, [f"drain-{i}" for i in range(8)], 3)
+        # Every patient's first event running, the other two queued behind it.
+        while processor.lanes is None or processor.lanes.held < 24 or len(recorder.running) < 8:
+            await asyncio.sleep(0.02)
+        await processor.drain(5.0)
+        metrics = render(processor.metrics.registry).decode()
+    finally:
+        await processor.close()
+    released = [m for m in metrics.splitlines() if m.startswith("medevents_processor_released_total")]
+    assert released == ["medevents_processor_released_total 16.0"]  # the queued second and third events
+    assert len(await stored_documents(mongo_settings)) == 8  # the running ones finished and were stored
+    async with running_processor(nats_settings, mongo_settings, handler=recorder):
+        docs = await wait_for_documents(mongo_settings, len(published.events))
+    check_exactly_once_in_order(published, docs)
+    assert recorder.overlaps == []
