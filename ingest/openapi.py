@@ -40,6 +40,7 @@ _ERRORS = {
     "413": _problem("Body too large"),
     "415": _problem("Wrong content type"),
     "422": _problem("Invalid event; `field` names the failing field"),
+    "429": _problem("Rate limit of this token (or address) exceeded; retry after Retry-After"),
     "503": _problem("Not durable now (NATS down, timeout, stream full); retry after Retry-After"),
 }
 
@@ -117,7 +118,9 @@ def openapi_document() -> bytes:
                     ],
                     "responses": {
                         "200": {"description": "The processed event", "content": {"application/json": {}}},
+                        "401": _ERRORS["401"],
                         "404": _problem("Unknown: not processed yet, or never accepted"),
+                        "429": _ERRORS["429"],
                         "503": _problem("MongoDB unavailable"),
                     },
                 }

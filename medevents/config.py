@@ -127,17 +127,24 @@ class IngestSettings(_Settings, frozen=True):
     max_pending_publishes: Annotated[int, Meta(ge=1)] = 4000  # publishes awaiting a PubAck at once
     retry_after_s: Annotated[int, Meta(ge=1)] = 2  # Retry-After on 503
     auth_tokens: str = ""  # bearer tokens, comma separated; empty with no file = auth off
-    auth_tokens_file: str = ""  # file with one bearer token per line (a mounted Secret)
+    auth_tokens_file: str = ""  # file with one bearer token per line (a mounted Secret), re-read on change
+    rate_limit_per_s: NonNegative = 0.0  # requests per second per token (per address if auth is off); 0 = off
+    rate_limit_burst: Annotated[int, Meta(ge=1)] = 100  # requests a client may send at once before the limit
 
     def tokens(self) -> tuple[str, ...]:
-        """Every accepted bearer token, from the variable and the file."""
+        """Every accepted bearer token, from the variable and the file. A configured file that
+        cannot be read or holds no token is an error: it must never turn authentication off."""
         found = [t.strip() for t in self.auth_tokens.split(",")]
         if self.auth_tokens_file:
             try:
                 with open(self.auth_tokens_file, encoding="utf-8") as f:
-                    found += [line.strip() for line in f]
-            except OSError as exc:
-                raise SettingsError(f"INGEST_AUTH_TOKENS_FILE: cannot read: {exc.strerror}") from exc
+                    from_file = [line.strip() for line in f if line.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+                raise SettingsError(f"INGEST_AUTH_TOKENS_FILE: cannot read: {reason}") from exc
+            if not from_file:
+                raise SettingsError("INGEST_AUTH_TOKENS_FILE: the file holds no token")
+            found += from_file
         return tuple(t for t in found if t)
 
 
