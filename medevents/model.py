@@ -92,6 +92,10 @@ def decode_event(body: bytes) -> Event:
         return check_event(_event_decoder.decode(body))
     except RecursionError:
         raise EventInvalid("$", "Nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        # msgspec raises this, not DecodeError, for invalid UTF-8 inside a string of a free-form
+        # value (``data``); it is malformed input all the same.
+        raise msgspec.DecodeError(f"JSON is malformed: invalid UTF-8 (byte {exc.start})") from None
 
 
 def decode_events(body: bytes) -> list[msgspec.Raw]:
