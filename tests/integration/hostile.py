@@ -4,6 +4,7 @@ client library refuses to send (slow bodies, lies in Content-Length, half reques
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import msgspec
@@ -53,10 +54,9 @@ async def open_raw(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
 
 async def close_raw(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    try:
+    # The server may already have reset a connection it gave up on.
+    with contextlib.suppress(ConnectionError, OSError):
         await writer.wait_closed()
-    except (ConnectionError, OSError):
-        pass  # the server may already have reset a connection it gave up on
 
 
 async def stream_count(js: JetStreamContext) -> int:

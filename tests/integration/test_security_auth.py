@@ -70,19 +70,20 @@ async def test_401_semantics_and_open_probes(
     nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
 ) -> None:
     async with running(nats_settings, mongo_settings, auth_tokens="alpha-token, beta-token") as ingest:
-        bad: list[dict[str, str | bytes]] = [
+        bad: list[dict[bytes, bytes]] = [
             {},
-            {"Authorization": ""},
-            {"Authorization": "Bearer"},
-            {"Authorization": "Basic YWxwaGEtdG9rZW4="},
-            {"Authorization": "Bearer alpha-token-but-longer"},
-            {"Authorization": "Bearer alpha"},
-            {"Authorization": "Bearer ALPHA-TOKEN"},
-            {"Authorization": "Bearer alpha-token,beta-token"},
-            {"Authorization": b"Bearer \xc3\xa9\xff"},
+            {b"Authorization": b""},
+            {b"Authorization": b"Bearer"},
+            {b"Authorization": b"Basic YWxwaGEtdG9rZW4="},
+            {b"Authorization": b"Bearer alpha-token-but-longer"},
+            {b"Authorization": b"Bearer alpha"},
+            {b"Authorization": b"Bearer ALPHA-TOKEN"},
+            {b"Authorization": b"Bearer alpha-token,beta-token"},
+            {b"Authorization": b"Bearer \xc3\xa9\xff"},
         ]
         for headers in bad:
-            response = await ingest.client.post("/events", content=event(0), headers={**JSON, **headers})
+            headers[b"Content-Type"] = b"application/json"
+            response = await ingest.client.post("/events", content=event(0), headers=headers)
             body = assert_problem(response, 401)
             assert body["type"] == "urn:medevents:problem:unauthorized"
             assert response.headers["www-authenticate"].startswith('Bearer realm="medevents"')

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -14,21 +16,18 @@ _HEAD = b'{"patientId":"p","type":"v","ts":"2025-10-01T10:30:00Z","data":'
 
 @pytest.mark.parametrize("raw", [b'{"x":"\xff"}', b'{"\xff":1}', b'{"x":["\xc3"]}', b'{"x":"\xed\xa0\x80"}'])
 def test_invalid_utf8_in_data_is_a_decode_error(raw: bytes) -> None:
-    with pytest.raises(msgspec.DecodeError, match="UTF-8|malformed"):
+    with pytest.raises(msgspec.DecodeError, match=r"UTF-8|malformed"):
         decode_event(_HEAD + raw + b"}")
 
 
 @given(st.binary(max_size=300))
 def test_any_bytes_decode_or_fail_cleanly(body: bytes) -> None:
-    try:
+    # ValidationError is a DecodeError; anything else (a 500 at the edge) fails the test.
+    with contextlib.suppress(msgspec.DecodeError, EventInvalid):
         decode_event(body)
-    except (msgspec.DecodeError, EventInvalid):  # ValidationError is a DecodeError
-        pass
 
 
 @given(st.binary(max_size=60))
 def test_any_bytes_inside_data_decode_or_fail_cleanly(inner: bytes) -> None:
-    try:
+    with contextlib.suppress(msgspec.DecodeError, EventInvalid):
         decode_event(_HEAD + b'{"k":"' + inner + b'"}}')
-    except (msgspec.DecodeError, EventInvalid):
-        pass
