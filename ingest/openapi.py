@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from medevents.model import Event
+from medevents.model import MAX_DATA_DEPTH, Event
 
 __all__ = ["openapi_document"]
 
@@ -45,6 +45,31 @@ _ERRORS = {
 }
 
 
+def _event_data_schemas() -> dict[str, Any]:
+    """What ``data`` accepts, which msgspec's ``dict[str, Any]`` cannot say: keys neither starting
+    with `$` nor holding NUL, integers within 64 bits (the depth limit is only described)."""
+    value_ref = {"$ref": "#/components/schemas/EventDataValue"}
+    return {
+        "EventData": {
+            "type": "object",
+            "description": f"Free-form event data, at most {MAX_DATA_DEPTH} levels deep",
+            "propertyNames": {"pattern": "^(?!\\$)[^\\u0000]*$"},
+            "additionalProperties": value_ref,
+        },
+        "EventDataValue": {
+            "anyOf": [
+                {"type": "null"},
+                {"type": "boolean"},
+                {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+                {"type": "number", "not": {"type": "integer"}},
+                {"type": "string"},
+                {"type": "array", "items": value_ref},
+                {"$ref": "#/components/schemas/EventData"},
+            ]
+        },
+    }
+
+
 @functools.cache
 def openapi_document() -> bytes:
     from .app import Accepted, BatchResult  # the response types live with the routes
@@ -52,6 +77,8 @@ def openapi_document() -> bytes:
     _, components = msgspec.json.schema_components(
         [Event, Accepted, BatchResult, Problem], ref_template="#/components/schemas/{name}"
     )
+    components["Event"]["properties"]["data"] = {"$ref": "#/components/schemas/EventData"}
+    components |= _event_data_schemas()
     security = [{"bearer": []}, {}]
     doc = {
         "openapi": "3.1.0",
@@ -98,7 +125,13 @@ def openapi_document() -> bytes:
                             "application/json": {
                                 "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}
                             },
-                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "application/x-ndjson": {
+                                "schema": {
+                                    "type": "array",
+                                    "description": "One event per line",
+                                    "items": {"$ref": "#/components/schemas/Event"},
+                                }
+                            },
                         },
                     },
                     "responses": {
