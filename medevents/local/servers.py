@@ -81,6 +81,12 @@ class EmbeddedNats(_Embedded):
 
     name = "nats-server"
 
+    def __init__(
+        self, data_dir: Path, port: int = 0, host: str = "127.0.0.1", *, config: Path | None = None
+    ) -> None:
+        super().__init__(data_dir, port, host)
+        self.config = config  # a nats-server config file (auth, TLS); the flags below win over it
+
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
@@ -95,6 +101,7 @@ class EmbeddedNats(_Embedded):
             "--addr", self.host,
             "--port", str(self.port),
             "--server_name", "medevents-local",
+            *(["--config", str(self.config)] if self.config else []),
         ]  # fmt: skip
         self.child = spawn(self.name, argv, log_path=self.log)
         _wait_for_log(self.child, self.log, b"Server is ready", timeout)
