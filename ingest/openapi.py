@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from medevents.model import MAX_DATA_DEPTH, Event
+from medevents.model import EVENT_ID_PATTERN, MAX_DATA_DEPTH, Event
 
 __all__ = ["openapi_document"]
 
@@ -103,7 +103,7 @@ def openapi_document() -> bytes:
                                 "type": "string",
                                 "minLength": 1,
                                 "maxLength": 128,
-                                "pattern": "^[!-~]+$",
+                                "pattern": EVENT_ID_PATTERN,
                             },
                         }
                     ],

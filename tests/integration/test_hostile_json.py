@@ -203,7 +203,7 @@ async def test_subject_characters_in_patient_ids_are_contained(
     [
         "\x00", "tab\there", "line\nbreak", "cr\rhere", "\x1b[31mred", "del\x7f", "\x85next-line",
         "\u200bzero-width", "rtl\u200fmark", "\u202eoverride", "\u2066isolate", "\ufeffbom",
-        "line\u2028sep", "x" * 10 * 1024,
+        "line\u2028sep", "x" * 10 * 1024, "trailing-newline\n", "\n",
     ],
 )  # fmt: skip
 async def test_invisible_and_control_characters_are_rejected(
