@@ -25,6 +25,7 @@ __all__ = [
     "SettingsError",
     "StreamSettings",
     "load",
+    "redact_url",
 ]
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -34,6 +35,17 @@ NonNegative = Annotated[float, Meta(ge=0)]
 
 class SettingsError(Exception):
     """A setting is malformed or out of range; the message names the variable."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password or token in it replaced by ``***``, to print or log."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, sep, _ = userinfo.partition(":")
+    hidden = f"{user}:***" if sep else "***"
+    return parts._replace(netloc=f"{hidden}@{host}").geturl()
 
 
 class _Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -64,7 +76,9 @@ class NatsSettings(_Settings, frozen=True):
     def __post_init__(self) -> None:
         for url in self.servers:
             if urlsplit(url).scheme not in ("nats", "tls", "ws", "wss"):
-                raise SettingsError(f"NATS_URL: expected nats://host:port (comma separated), got {url!r}")
+                raise SettingsError(
+                    f"NATS_URL: expected nats://host:port (comma separated), got {redact_url(url)!r}"
+                )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE: set both or neither")
 
@@ -95,7 +109,9 @@ class MongoSettings(_Settings, frozen=True):
 
     def __post_init__(self) -> None:
         if urlsplit(self.uri).scheme not in ("mongodb", "mongodb+srv"):
-            raise SettingsError(f"MONGO_URI: expected mongodb://... or mongodb+srv://..., got {self.uri!r}")
+            raise SettingsError(
+                f"MONGO_URI: expected mongodb://... or mongodb+srv://..., got {redact_url(self.uri)!r}"
+            )
 
     @property
     def database(self) -> str:
