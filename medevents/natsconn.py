@@ -136,7 +136,8 @@ def _reason(errors: list[BaseException]) -> str:
         if isinstance(exc, ssl.SSLError):
             hint = "check NATS_TLS_CA_FILE and the client certificate"
             return f"TLS failed: {exc.reason or type(exc).__name__} ({hint})"
-    last = errors[-1]
+    # NoServersError only says that every attempt failed; the attempt's own error says why.
+    last = next((e for e in reversed(errors) if not isinstance(e, nats.errors.NoServersError)), errors[-1])
     if isinstance(last, ConnectionRefusedError):
         return "connection refused"
     if isinstance(last, TimeoutError):

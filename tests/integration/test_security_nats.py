@@ -4,6 +4,7 @@ NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE/NATS_TLS_KEY_FILE); a wrong or missing secr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -171,3 +172,15 @@ def test_ingest_with_a_wrong_password_stops_with_the_reason(tmp_path: Path, mong
         output = result.stdout + result.stderr
         assert "authorization violation" in output, output[-2000:]
         assert wrong not in output and PASSWORD not in output
+
+
+async def test_no_server_at_start_up_fails_fast() -> None:
+    """Nothing listening: the first connection gives up after trying each server twice (it used to
+    retry forever, so a misconfigured pod hung instead of crash-looping with a reason)."""
+    url = f"nats://127.0.0.1:{free_port()},nats://127.0.0.1:{free_port()}"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(30):
+        text = await refused(NatsSettings(url=url, connect_timeout_s=1))
+    assert "connection refused" in text
+    assert loop.time() - started < 30

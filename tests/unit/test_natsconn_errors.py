@@ -22,6 +22,7 @@ def test_the_most_telling_error_wins() -> None:
     verify.reason = "CERTIFICATE_VERIFY_FAILED"
     assert _reason([verify, ConnectionResetError()]).startswith("TLS failed: CERTIFICATE_VERIFY_FAILED")
     assert _reason([ConnectionRefusedError()]) == "connection refused"
+    assert _reason([ConnectionRefusedError(), nats.errors.NoServersError()]) == "connection refused"
     assert _reason([TimeoutError()]) == "timed out"
 
 
