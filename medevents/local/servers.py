@@ -23,6 +23,9 @@ def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
     """``preferred`` if it is free, else a free port the kernel picks."""
     for port in (preferred, 0) if preferred else (0,):
         with socket.socket() as s:
+            # As the servers bind (uvicorn and nats-server set SO_REUSEADDR): a port whose old
+            # connections linger in TIME_WAIT after a restart is free, a listening one is not.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:

@@ -117,6 +117,12 @@ class LocalUp:
                 return pid
         raise AssertionError(f"no child running {argv_part!r}")
 
+    def ingest_pid_or_none(self) -> int | None:
+        try:
+            return self.child_pid("medevents ingest")
+        except AssertionError:
+            return None
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
         self.process.send_signal(sig)
