@@ -73,8 +73,10 @@ async def connect(
         "name": name,
         "connect_timeout": settings.connect_timeout_s,
         "reconnect_time_wait": 0.5,
-        # nats-py retries the first connection as often as later ones: -1 would wait forever
-        # on a wrong password or an absent server. Bound it; unbounded once connected.
+        # The first connection fails fast whatever allow_reconnect says: nats-py retries it as
+        # often as later ones, so -1 would wait forever on a wrong password or an absent server.
+        # nats-py treats 0 as "no limit" when picking a server, hence 1 (each server is tried
+        # twice, reconnect_time_wait apart, then NoServersError). Unbounded once connected.
         "max_reconnect_attempts": 1,
         "allow_reconnect": allow_reconnect,
         "disconnected_cb": disconnected,
@@ -108,7 +110,7 @@ async def connect(
         where = ", ".join(_host_port(url) for url in settings.servers)
         log.error("cannot connect to NATS", extra={"servers": where, "reason": reason})
         raise NatsUnavailable(f"cannot connect to NATS at {where}: {reason}") from None
-    nc.options["max_reconnect_attempts"] = -1 if allow_reconnect else 0
+    nc.options["max_reconnect_attempts"] = -1 if allow_reconnect else 1
     return nc
 
 
