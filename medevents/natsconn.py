@@ -108,7 +108,7 @@ async def connect(
                 await nc.close()
         reason = _reason([*errors, exc])
         where = ", ".join(_host_port(url) for url in settings.servers)
-        log.error("cannot connect to NATS", extra={"servers": where, "reason": reason})
+        log.warning("cannot connect to NATS", extra={"servers": where, "reason": reason})
         raise NatsUnavailable(f"cannot connect to NATS at {where}: {reason}") from None
     nc.options["max_reconnect_attempts"] = -1 if allow_reconnect else 1
     return nc
