@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import Callable
 
@@ -46,7 +45,6 @@ class BearerAuth:
         self._reload_every = reload_every_s
         self._clock = clock
         self._checked_at = clock()
-        self._file_state = self._stat()
         self._digests = self._load(settings.tokens())
         self._on = bool(self._digests)  # decided once: a reload can change tokens, never turn auth off
 
@@ -54,33 +52,22 @@ class BearerAuth:
     def _load(tokens: tuple[str, ...]) -> tuple[bytes, ...]:
         return tuple(_digest(t.encode("utf-8")) for t in tokens)
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        if not self._file:
-            return None
-        try:
-            st = os.stat(self._file)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
     def _maybe_reload(self) -> None:
-        """Re-read the token file when it changed, at most once per ``reload_every_s``. An
-        unreadable file keeps the tokens in force (a Secret mid-update must not lock clients out)."""
+        """Re-read the token file at most once per ``reload_every_s`` (a few bytes; reading it is
+        cheaper and surer than trusting timestamps). An unreadable or empty file keeps the tokens
+        in force: a Secret mid-update must not lock clients out, nor let everyone in."""
         now = self._clock()
         if not self._file or now - self._checked_at < self._reload_every:
             return
         self._checked_at = now
-        state = self._stat()
-        if state is None or state == self._file_state:
-            return
         try:
-            tokens = self._settings.tokens()
+            digests = self._load(self._settings.tokens())
         except SettingsError:
             log.warning("bearer token file unreadable or empty; keeping the tokens in force")
             return
-        self._file_state = state
-        self._digests = self._load(tokens)
-        log.info("bearer tokens reloaded", extra={"tokens": len(self._digests)})
+        if digests != self._digests:
+            self._digests = digests
+            log.info("bearer tokens reloaded", extra={"tokens": len(digests)})
 
     @property
     def enabled(self) -> bool:
