@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import nats
+import pytest
 
 from .localup import LocalUp, descendants, wait_gone
 
@@ -76,53 +77,70 @@ async def test_up_restarts_with_data_and_stops_its_children(tmp_path: Path) -> N
         up.stop()
 
 
+async def kill_ingest_under_load(up: LocalUp, kills: int) -> None:
+    """16 clients post without pause; the ingest is SIGKILLed ``kills`` times, each time after the
+    runner's new one has accepted 100 more events. Every 202 must name an event in the stream."""
+    endpoints = up.start()
+    acknowledged: set[str] = set()
+    failures = 0
+    stop = asyncio.Event()
+    counter = iter(range(10_000_000))
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal failures
+        while not stop.is_set():
+            event_id = f"kill-test-{next(counter)}"
+            try:
+                response = await client.post("/events", content=event(0, event_id), headers=JSON)
+            except httpx.TransportError:
+                failures += 1
+                await asyncio.sleep(0.05)
+                continue
+            if response.status_code == 202:
+                assert response.json()["eventId"] == event_id
+                acknowledged.add(event_id)
+            else:
+                assert response.status_code == 503, response.text
+
+    async def accepted_more(n: int) -> None:
+        target = len(acknowledged) + n
+        while len(acknowledged) < target:
+            await asyncio.sleep(0.01)
+
+    async with httpx.AsyncClient(base_url=up.url, timeout=10) as client:
+        loops = [asyncio.create_task(client_loop(client)) for _ in range(16)]
+        try:
+            await accepted_more(200)
+            for _ in range(kills):
+                pid = up.child_pid("medevents ingest")
+                os.kill(pid, signal.SIGKILL)
+                async with asyncio.timeout(90):
+                    while (new_pid := await asyncio.to_thread(up.ingest_pid_or_none)) in (None, pid):
+                        await asyncio.sleep(0.1)  # the runner restarts it after a back-off
+                    await accepted_more(100)  # and the new one accepts again
+                assert new_pid != pid
+        finally:
+            stop.set()
+            await asyncio.gather(*loops)
+    assert failures > 0, "the kills happened while requests were in flight"
+    stored = set(await stream_ids(endpoints["nats"]))
+    assert acknowledged <= stored, f"202 without the event in the stream: {sorted(acknowledged - stored)[:5]}"
+
+
 async def test_ingest_killed_mid_request_never_acknowledges_a_lost_event(tmp_path: Path) -> None:
     up = LocalUp(tmp_path / "data")
     try:
-        endpoints = up.start()
-        ingest_pid = up.child_pid("medevents ingest")
-        acknowledged: set[str] = set()
-        failures = 0
-        stop = asyncio.Event()
-        counter = iter(range(1_000_000))
+        await kill_ingest_under_load(up, kills=1)
+    finally:
+        up.stop()
 
-        async def client_loop(client: httpx.AsyncClient) -> None:
-            nonlocal failures
-            while not stop.is_set():
-                event_id = f"kill-test-{next(counter)}"
-                try:
-                    response = await client.post("/events", content=event(0, event_id), headers=JSON)
-                except httpx.TransportError:
-                    failures += 1
-                    await asyncio.sleep(0.05)
-                    continue
-                if response.status_code == 202:
-                    assert response.json()["eventId"] == event_id
-                    acknowledged.add(event_id)
-                else:
-                    assert response.status_code == 503, response.text
 
-        async with httpx.AsyncClient(base_url=up.url, timeout=10) as client:
-            loops = [asyncio.create_task(client_loop(client)) for _ in range(16)]
-            try:
-                while len(acknowledged) < 200:
-                    await asyncio.sleep(0.01)
-                os.kill(ingest_pid, signal.SIGKILL)
-                async with asyncio.timeout(60):
-                    while (new_pid := await asyncio.to_thread(up.ingest_pid_or_none)) in (None, ingest_pid):
-                        await asyncio.sleep(0.1)  # the runner restarts it after a back-off
-                    before = len(acknowledged)
-                    while len(acknowledged) < before + 100:  # and the new one accepts again
-                        await asyncio.sleep(0.05)
-            finally:
-                stop.set()
-                await asyncio.gather(*loops)
-        assert failures > 0, "the kill happened while requests were in flight"
-        assert new_pid != ingest_pid
-        stored = set(await stream_ids(endpoints["nats"]))
-        assert acknowledged <= stored, (
-            f"202 without the event in the stream: {sorted(acknowledged - stored)[:5]}"
-        )
+@pytest.mark.soak
+async def test_ingest_killed_again_and_again(tmp_path: Path) -> None:
+    """Soak (`make soak`): ten kills in a row; the runner's back-off grows, no 202 is ever lost."""
+    up = LocalUp(tmp_path / "data")
+    try:
+        await kill_ingest_under_load(up, kills=10)
     finally:
         up.stop()
 

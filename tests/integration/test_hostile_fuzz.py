@@ -148,6 +148,19 @@ def newly_queued(response: Response) -> int:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 def test_api_from_its_openapi_document(case: Case[Any], ingest_process: Ingest) -> None:
+    check_case(case, ingest_process)
+
+
+@pytest.mark.soak
+@schema.parametrize()
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_from_its_openapi_document_long(case: Case[Any], ingest_process: Ingest) -> None:
+    """Soak (`make soak`): the same checks with 25 times the examples."""
+    check_case(case, ingest_process)
+
+
+def check_case(case: Case[Any], ingest_process: Ingest) -> None:
+    """No 5xx, errors are problem documents, and the stream grows by exactly the new events."""
     counter = ingest_process.counter
     before = counter.count()
     response = case.call(base_url=ingest_process.url, session=ingest_process.session,
