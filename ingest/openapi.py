@@ -57,6 +57,10 @@ def _event_data_schemas() -> dict[str, Any]:
             "additionalProperties": value_ref,
         },
         "EventDataValue": {
+            "description": (
+                "Integer literals (no fraction, no exponent) must fit in 64 bits; numbers with a "
+                "fraction or an exponent are doubles of any finite size"
+            ),
             "anyOf": [
                 {"type": "null"},
                 {"type": "boolean"},
@@ -65,7 +69,7 @@ def _event_data_schemas() -> dict[str, Any]:
                 {"type": "string"},
                 {"type": "array", "items": value_ref},
                 {"$ref": "#/components/schemas/EventData"},
-            ]
+            ],
         },
     }
 

@@ -27,6 +27,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from nats.aio.client import Client as NATS
 from schemathesis import Case
+from schemathesis.core.failures import AcceptedNegativeData, FailureGroup
 from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
@@ -176,10 +177,19 @@ def check_case(case: Case[Any], ingest_process: Ingest) -> None:
         assert problem["status"] == response.status_code
     assert published == newly_queued(response), (response.status_code, text)
     # A batch answers 207 with per-item errors, by design, where schemathesis expects a 4xx.
-    if case.operation.path == "/events/batch":
-        case.validate_response(response, excluded_checks=[negative_data_rejection])
-    else:
-        case.validate_response(response)
+    batch = case.operation.path == "/events/batch"
+    try:
+        case.validate_response(response, excluded_checks=[negative_data_rejection] if batch else None)
+    except FailureGroup as group:
+        # JSON Schema cannot tell `1e20` from `100000000000000000000`: the server keeps the first
+        # (a double) and refuses the second (beyond 64 bits); the schema can state only the
+        # integer rule, so a mutated number inside `data` may be accepted "against" it.
+        left = [
+            f for f in group.exceptions
+            if not (isinstance(f, AcceptedNegativeData) and "/properties/data/" in f.message)
+        ]  # fmt: skip
+        if left:
+            raise
 
 
 def test_the_fuzzer_reached_both_outcomes_and_nothing_crashed(ingest_process: Ingest) -> None:
