@@ -83,6 +83,11 @@ class ProcessorMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.stall_fetches = Counter(
+            "medevents_processor_stall_fetches",
+            "Pulls beyond the concurrency limit while full and stalled (waiting events only)",
+            registry=r,
+        )
         self.heartbeats = Counter(
             "medevents_processor_heartbeats", "in_progress heartbeats sent for held events", registry=r
         )

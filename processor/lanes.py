@@ -67,6 +67,11 @@ class Capacity:
         self.used += n
         return n
 
+    def force(self, n: int) -> int:
+        """Take ``n`` slots beyond the limit (to break a stall; see the pull loop)."""
+        self.used += n
+        return n
+
     def give_back(self, n: int) -> None:
         if n > 0:
             self.used -= n
@@ -108,6 +113,12 @@ class PatientLanes:
         self._on_crash = on_crash
         self._paused = False
         self.held = 0
+        self.last_progress = time.monotonic()  # when an event last left a lane
+        self.active = 0  # lanes working on their head event now (not waiting for its turn)
+
+    def stalled(self, for_s: float) -> bool:
+        """Every held event waits for its turn and none has finished for ``for_s`` seconds."""
+        return self.held > 0 and self.active == 0 and time.monotonic() - self.last_progress > for_s
 
     def __len__(self) -> int:
         return len(self._lanes)
@@ -150,6 +161,7 @@ class PatientLanes:
                 lane.heap = [(s, h) for s, h in lane.heap if h is not held]
                 heapq.heapify(lane.heap)
             self.held -= 1
+            self.last_progress = time.monotonic()
             self._capacity.give_back(1)
 
     def pause(self) -> None:
@@ -178,10 +190,12 @@ class PatientLanes:
                     await lane.changed.wait()  # until take_queued empties the lane
                     continue
                 held.running = True
+                self.active += 1
                 try:
                     step = await self._step(held)
                 finally:
                     held.running = False
+                    self.active -= 1
                 if step is LaneStep.DONE:
                     self._remove(lane, held)
                     self._changed()

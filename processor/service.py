@@ -40,6 +40,8 @@ __all__ = ["Processor", "heartbeat_timing"]
 log = logging.getLogger("medevents.processor")
 
 FETCH_TIMEOUT_S = 1.0
+STALL_S = 1.0  # full, all waiting, none finished for this long: pull a few beyond the limit
+STALL_BATCH = 16
 
 
 def heartbeat_timing(ack_wait_s: float) -> tuple[float, float]:
@@ -325,7 +327,13 @@ class Processor:
                 try:
                     n = await asyncio.wait_for(self.capacity.reserve(share), FETCH_TIMEOUT_S)
                 except TimeoutError:
-                    continue
+                    # Full. If nothing has finished for a while, every held event may be waiting
+                    # for an earlier one that JetStream can only redeliver to a pod that pulls:
+                    # pull a few anyway (JetStream hands out due redeliveries first).
+                    if self.lanes is None or not self.lanes.stalled(STALL_S):
+                        continue
+                    self.metrics.stall_fetches.inc()
+                    n = self.capacity.force(min(STALL_BATCH, share))
                 admitted = 0
                 try:
                     msgs = await psub.fetch(n, timeout=FETCH_TIMEOUT_S)

@@ -25,7 +25,7 @@ from medevents.processor import HandlerContext, HandlerResult, PermanentError, P
 from medevents.processor.deadletter import EVENT_ID_HEADER, list_dead_letters, replay_dead_letters
 from medevents.processor.server import health_app
 from medevents.store import Document
-from medevents.subjects import ingest_subject
+from medevents.subjects import ingest_subject, partition_of, patient_token
 
 from .conftest import RunningIngest
 from .processor_support import (
@@ -316,3 +316,24 @@ async def test_drain_finishes_running_events_and_hands_back_queued_ones(
         docs = await wait_for_documents(mongo_settings, len(published.events))
     check_exactly_once_in_order(published, docs)
     assert recorder.overlaps == []
+
+
+async def test_a_full_pod_of_waiting_events_still_pulls_the_redelivery_they_wait_for(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
+) -> None:
+    """A pod full of events that wait for an earlier one held by a dead pod must still pull, or
+    JetStream can never redeliver that earlier event to anyone: a deadlock."""
+    await ensure_stream(js, StreamSettings(partitions=PARTITIONS))
+    partition = partition_of(patient_token("stuck"), PARTITIONS)
+    for p in range(PARTITIONS):
+        await js.add_consumer(topology.STREAM, topology.consumer_config(p, ack_wait_s=5, max_ack_pending=512))
+    published = await publish(js, ["stuck"], 6)
+    dead_pod = await js.pull_subscribe_bind(durable=topology.consumer_name(partition), stream=topology.STREAM)
+    taken = await dead_pod.fetch(1, timeout=5)  # the first event, never acknowledged
+    assert taken[0].headers and taken[0].headers["Nats-Msg-Id"] == "e-stuck-0"
+    await dead_pod.unsubscribe()
+    async with running_processor(nats_settings, mongo_settings, fast_settings(concurrency=2)) as processor:
+        docs = await wait_for_documents(mongo_settings, 6, timeout=30)
+        stalls = processor.metrics.stall_fetches._value.get()
+    check_exactly_once_in_order(published, docs)
+    assert stalls > 0
