@@ -70,6 +70,7 @@ class PipelineLoop:
         self.partitions: int | None = None
         self.nc: NATS | None = None
         self.nats_settings: NatsSettings | None = None
+        self.connected_generation: int | None = None
         self.auth = NatsAuth()
         self.last_decision: dict[str, Any] | None = None
 
@@ -86,9 +87,8 @@ class PipelineLoop:
             await self.close()
 
     async def close(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.close()
-        self.nc = None
+        """Disconnect and remove the credential files."""
+        await self._disconnect()
         self.auth.cleanup()
 
     # --- one poll ---------------------------------------------------------------------------
@@ -106,7 +106,7 @@ class PipelineLoop:
             return 5.0
         interval = spec.scaling.poll_interval_seconds
         try:
-            js = await self._jetstream(spec)
+            js = await self._jetstream(spec, generation)
             if self.reconciled_generation != generation:
                 await self._reconcile(js, spec, generation, now)
             backlog = await self._read(js, spec)
@@ -143,14 +143,16 @@ class PipelineLoop:
         await self._write_status(status, now, generation)
         return interval
 
-    async def _jetstream(self, spec: EventPipelineSpec) -> Any:
-        try:
-            settings = await self.auth.settings(self.kube, self.namespace, spec.nats)
-        except (SecretError, SettingsError) as exc:
-            raise NotFresh("NatsCredentials", str(exc)) from None
-        if self.nc is not None and (settings != self.nats_settings or self.nc.is_closed):
-            await self.close()
+    async def _jetstream(self, spec: EventPipelineSpec, generation: int) -> Any:
+        """A JetStream context on a live connection. The spec's URL and Secrets are read when
+        connecting and on every new spec generation (a rotated Secret applies at the next)."""
+        if self.nc is not None and (self.nc.is_closed or self.connected_generation != generation):
+            await self._disconnect()
         if self.nc is None:
+            try:
+                settings = await self.auth.settings(self.kube, self.namespace, spec.nats)
+            except (SecretError, SettingsError) as exc:
+                raise NotFresh("NatsCredentials", str(exc)) from None
             try:
                 # No background reconnects: a poll that finds the connection gone connects again,
                 # and an unreachable server fails this poll fast instead of hanging it.
@@ -161,10 +163,17 @@ class PipelineLoop:
                 raise NotFresh(
                     "NatsUnreachable", f"cannot connect to {settings.url}: {type(exc).__name__}"
                 ) from None
-            self.nats_settings = settings
+            self.nats_settings, self.connected_generation = settings, generation
+        assert self.nats_settings is not None
         if not self.nc.is_connected:
-            raise NotFresh("NatsUnreachable", f"not connected to {settings.url} (reconnecting)")
-        return self.nc.jetstream(timeout=settings.request_timeout_s)
+            await self._disconnect()
+            raise NotFresh("NatsUnreachable", f"lost the connection to {self.nats_settings.url}")
+        return self.nc.jetstream(timeout=self.nats_settings.request_timeout_s)
+
+    async def _disconnect(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+        self.nc = None
 
     async def _reconcile(self, js: Any, spec: EventPipelineSpec, generation: int, now: str) -> None:
         try:

@@ -7,11 +7,14 @@ so there is no measured rate); a backlog of 300 to drain within 10 s needs 30 ev
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
+
+import nats
 
 # The fixtures live in kube_harness: a conftest.py here would clash with tests/conftest.py for mypy
 # (this folder cannot be a package: it would be named `operator`, the standard library's name).
-from kube_harness import Cluster, cluster, eventually, js, k8s, make_stream, nc, operator
+from kube_harness import TOKEN, Cluster, cluster, eventually, js, k8s, make_stream, nc, operator, token_nats
 from nats.js import JetStreamContext
 
 from medevents import topology
@@ -179,3 +182,24 @@ async def test_partition_change_is_refused(
     info = await js.consumer_info(topology.STREAM, topology.consumer_name(0))
     assert info.config.ack_wait == 25
     assert cluster.status()["observedGeneration"] == 2
+
+
+async def test_nats_credentials_come_from_a_secret(cluster: Cluster, operator: None, token_nats: str) -> None:
+    secret = base64.b64encode(TOKEN.encode()).decode()
+    await cluster.create("v1/secrets", "nats-auth", {"data": {"token": secret}})
+    spec = {**spec_for(token_nats), "nats": {"url": token_nats, "credentialsSecret": "nats-auth"}}
+    await cluster.create_pipeline(spec)
+    await eventually(lambda: cluster.condition("StreamReady").get("status") == "True", what="StreamReady")
+    nc = await nats.connect(token_nats, token=TOKEN)
+    try:
+        info = await nc.jetstream().stream_info(topology.STREAM)
+        assert topology.partitions_of(info.config) == PARTITIONS
+    finally:
+        await nc.close()
+
+    await cluster.create_pipeline(
+        {**spec, "nats": {"url": token_nats, "credentialsSecret": "absent"}}, name="other"
+    )
+    await eventually(lambda: cluster.condition("Degraded", "other").get("status") == "True", what="Degraded")
+    assert cluster.condition("Degraded", "other")["reason"] == "NatsCredentials"
+    assert "absent" in cluster.condition("Degraded", "other")["message"]
