@@ -142,6 +142,16 @@ class Cluster:
         async with self.session.post(path, json=body) as r:
             assert r.status < 300, await r.text()
 
+    async def delete_pipeline(self, name: str = "pipe") -> None:
+        async with self.session.delete(
+            f"/apis/medevents.io/v1alpha1/namespaces/{NS}/eventpipelines/{name}"
+        ) as r:
+            assert r.status < 300, await r.text()
+
+    def exists(self, name: str = "pipe") -> bool:
+        key = (EP, NS, name)
+        return key in self.api.objects and not self.api.objects[key].deleted
+
     async def patch_pipeline(self, patch: dict[str, Any], name: str = "pipe") -> None:
         generation = int(self.pipeline(name)["metadata"].get("generation", 1)) + 1
         body = {**patch, "metadata": {"generation": generation, "resourceVersion": _rv()}}

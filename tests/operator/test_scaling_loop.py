@@ -203,3 +203,36 @@ async def test_nats_credentials_come_from_a_secret(cluster: Cluster, operator: N
     await eventually(lambda: cluster.condition("Degraded", "other").get("status") == "True", what="Degraded")
     assert cluster.condition("Degraded", "other")["reason"] == "NatsCredentials"
     assert "absent" in cluster.condition("Degraded", "other")["message"]
+
+
+async def test_a_lag_step_is_answered_within_one_poll(
+    cluster: Cluster, operator: None, js: JetStreamContext, nats_server: Any
+) -> None:
+    spec = spec_for(nats_server.url)
+    spec["scaling"] = {**spec["scaling"], "pollIntervalSeconds": 2}  # the default
+    await cluster.create_pipeline(spec)
+    await eventually(lambda: cluster.condition("Ready").get("status") == "True", what="Ready")
+    await asyncio.sleep(2.5)  # a poll with the empty stream has passed
+    assert cluster.replicas() == 1
+
+    step = asyncio.get_running_loop().time()
+    await publish_backlog(js, 300)
+    await eventually(lambda: cluster.replicas() > 1, what="a scale-up")
+    took = asyncio.get_running_loop().time() - step
+    # Arrivals seen mid-burst count as a rate too, so the first decision may ask for more than 3.
+    assert cluster.status()["lastDecision"]["reason"] == "ScaleUp"
+    print(f"\nlag step -> scale-up decision applied: {took:.2f} s (poll interval 2 s)")
+
+
+async def test_deleting_the_pipeline_keeps_the_stream(
+    cluster: Cluster, operator: None, js: JetStreamContext, nats_server: Any
+) -> None:
+    await cluster.create_pipeline(spec_for(nats_server.url))
+    await eventually(lambda: cluster.condition("Ready").get("status") == "True", what="Ready")
+    assert "medevents.io/operator" in cluster.pipeline()["metadata"].get("finalizers", [])
+
+    await cluster.delete_pipeline()
+    await eventually(lambda: not cluster.exists(), what="the EventPipeline gone")
+    info = await js.stream_info(topology.STREAM)  # the events are not the custom resource's to delete
+    assert topology.partitions_of(info.config) == PARTITIONS
+    assert (await js.consumer_info(topology.STREAM, topology.consumer_name(0))).name == "processor-0"
