@@ -24,9 +24,11 @@ from typing import Any
 import kopf
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
 from medevents.backlog import Backlog, StreamMissingError, rates, read_backlog, read_members
+from medevents.cluster import Member
 from medevents.config import NatsSettings, SettingsError
 from medevents.natsconn import connect
 from medevents.scaling import Decision, Observation, ScaleState, desired_replicas, per_pod_capacity
@@ -110,7 +112,7 @@ class PipelineLoop:
             if self.reconciled_generation != generation:
                 await self._reconcile(js, spec, generation, now)
             backlog = await self._read(js, spec)
-            members = await read_members(js)
+            members = await self._members(js)
             replicas = await self._replicas(spec)
         except NotFresh as exc:
             self._degrade(exc.reason, str(exc), now, generation)
@@ -143,7 +145,7 @@ class PipelineLoop:
         await self._write_status(status, now, generation)
         return interval
 
-    async def _jetstream(self, spec: EventPipelineSpec, generation: int) -> Any:
+    async def _jetstream(self, spec: EventPipelineSpec, generation: int) -> JetStreamContext:
         """A JetStream context on a live connection. The spec's URL and Secrets are read when
         connecting and on every new spec generation (a rotated Secret applies at the next)."""
         if self.nc is not None and (self.nc.is_closed or self.connected_generation != generation):
@@ -175,7 +177,9 @@ class PipelineLoop:
             await self.nc.close()
         self.nc = None
 
-    async def _reconcile(self, js: Any, spec: EventPipelineSpec, generation: int, now: str) -> None:
+    async def _reconcile(
+        self, js: JetStreamContext, spec: EventPipelineSpec, generation: int, now: str
+    ) -> None:
         try:
             done = await reconcile_topology(js, spec)
             await publish_tuning(js, spec, generation, spec.stream.replicas)
@@ -200,7 +204,7 @@ class PipelineLoop:
                 self.event("Normal", "Reconciled", "; ".join(what))
         self.reconciled_generation = generation
 
-    async def _read(self, js: Any, spec: EventPipelineSpec) -> Backlog:
+    async def _read(self, js: JetStreamContext, spec: EventPipelineSpec) -> Backlog:
         try:
             backlog = await read_backlog(js)
         except StreamMissingError as exc:
@@ -222,6 +226,14 @@ class PipelineLoop:
             )
         return backlog
 
+    async def _members(self, js: JetStreamContext) -> list[Member]:
+        try:
+            return await read_members(js)
+        except _NATS_ERRORS as exc:
+            raise NotFresh(
+                "NatsUnreachable", f"reading processor heartbeats failed: {type(exc).__name__}"
+            ) from None
+
     async def _replicas(self, spec: EventPipelineSpec) -> int:
         try:
             return await read_replicas(self.kube, self.namespace, spec.processor)
@@ -234,7 +246,7 @@ class PipelineLoop:
         spec: EventPipelineSpec,
         decision: Decision,
         current: int,
-        members: list[Any],
+        members: list[Member],
         now: str,
         generation: int,
     ) -> bool:
