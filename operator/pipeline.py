@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,11 @@ log = logging.getLogger("medevents.operator")
 _NATS_ERRORS = (nats.errors.Error, JetStreamError, OSError, TimeoutError)
 
 EventFn = Callable[[str, str, str], None]  # (type, reason, message)
+
+
+def _redacted(urls: str) -> str:
+    """NATS URLs without user:password (they end up in the status and in events)."""
+    return ",".join(re.sub(r"//[^@/]*@", "//***@", u.strip()) for u in urls.split(","))
 
 
 class NotFresh(Exception):
@@ -99,12 +105,11 @@ class PipelineLoop:
         """One poll; returns the seconds until the next."""
         generation = int(body.get("metadata", {}).get("generation") or 0)
         now = iso(datetime.datetime.now(datetime.UTC))
-        status: dict[str, Any] = {}
         try:
             spec = parse_spec(body.get("spec"))
         except SpecError as exc:
             self._degrade("InvalidSpec", str(exc), now, generation)
-            await self._write_status(status, now, generation)
+            await self._write_status({}, now, generation)
             return 5.0
         interval = spec.scaling.poll_interval_seconds
         try:
@@ -116,7 +121,7 @@ class PipelineLoop:
             replicas = await self._replicas(spec)
         except NotFresh as exc:
             self._degrade(exc.reason, str(exc), now, generation)
-            await self._write_status(status, now, generation)
+            await self._write_status({}, now, generation)
             return interval
         measured = per_pod_capacity(members)
         flow = rates(self.previous, backlog)
@@ -134,7 +139,7 @@ class PipelineLoop:
             )
             self.event("Normal", "Recovered", "lag is read again; scaling resumes")
         scaled = await self._act(spec, decision, replicas, members, now, generation)
-        status |= poll_status(
+        status = poll_status(
             backlog,
             flow,
             decision.per_pod_rate,
@@ -163,13 +168,13 @@ class PipelineLoop:
                 )
             except _NATS_ERRORS as exc:
                 raise NotFresh(
-                    "NatsUnreachable", f"cannot connect to {settings.url}: {type(exc).__name__}"
+                    "NatsUnreachable", f"cannot connect to {_redacted(settings.url)}: {type(exc).__name__}"
                 ) from None
             self.nats_settings, self.connected_generation = settings, generation
         assert self.nats_settings is not None
         if not self.nc.is_connected:
             await self._disconnect()
-            raise NotFresh("NatsUnreachable", f"lost the connection to {self.nats_settings.url}")
+            raise NotFresh("NatsUnreachable", f"lost the connection to {_redacted(self.nats_settings.url)}")
         return self.nc.jetstream(timeout=self.nats_settings.request_timeout_s)
 
     async def _disconnect(self) -> None:
