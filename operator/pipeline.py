@@ -221,7 +221,7 @@ class PipelineLoop:
             raise NotFresh(
                 "ConsumerMissing",
                 f"partition consumers missing: {', '.join(backlog.missing)}; not scaling until they are back "
-                "(processors recreate them when they start; or edit the EventPipeline to reconcile)",
+                "(running processors recreate a deleted consumer; editing the EventPipeline reconciles too)",
             )
         if backlog.leaderless:
             raise NotFresh("NoLeader", f"consumers without a leader: {', '.join(backlog.leaderless)}")
