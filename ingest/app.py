@@ -192,7 +192,7 @@ class IngestService:
             return self._answer(request, "events", problem(exc.status, exc.detail))
         except Invalid as exc:
             self.metrics.errors.labels("invalid").inc()
-            extra = {} if exc.field is None else {"field": exc.field}
+            extra: dict[str, Any] = {} if exc.field is None else {"field": exc.field}
             return self._answer(request, "events", problem(exc.status, exc.detail, **extra))
         except Unavailable as exc:
             return self._answer(request, "events", self._unavailable(exc))

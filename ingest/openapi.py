@@ -83,7 +83,7 @@ def openapi_document() -> bytes:
     )
     components["Event"]["properties"]["data"] = {"$ref": "#/components/schemas/EventData"}
     components |= _event_data_schemas()
-    security = [{"bearer": []}, {}]
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {}]
     doc = {
         "openapi": "3.1.0",
         "info": {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import uvicorn
 
 from medevents import logs
@@ -28,5 +30,5 @@ def serve() -> None:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=max(settings.publish_timeout_s * 2, 10),
+        timeout_graceful_shutdown=max(math.ceil(settings.publish_timeout_s * 2), 10),
     )
