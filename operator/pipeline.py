@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +29,7 @@ from nats.js.errors import Error as JetStreamError
 
 from medevents.backlog import Backlog, StreamMissingError, rates, read_backlog, read_members
 from medevents.cluster import Member
-from medevents.config import NatsSettings, SettingsError
+from medevents.config import NatsSettings, SettingsError, redact_url
 from medevents.natsconn import connect
 from medevents.scaling import Decision, Observation, ScaleState, desired_replicas, per_pod_capacity
 
@@ -51,8 +50,8 @@ EventFn = Callable[[str, str, str], None]  # (type, reason, message)
 
 
 def _redacted(urls: str) -> str:
-    """NATS URLs without user:password (they end up in the status and in events)."""
-    return ",".join(re.sub(r"//[^@/]*@", "//***@", u.strip()) for u in urls.split(","))
+    """NATS URLs without passwords or tokens (they end up in the status and in events)."""
+    return ",".join(redact_url(u.strip()) for u in urls.split(","))
 
 
 class NotFresh(Exception):
