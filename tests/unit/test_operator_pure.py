@@ -183,7 +183,5 @@ def test_rates_between_two_reads() -> None:
 def test_nats_urls_lose_their_passwords_in_messages() -> None:
     from medevents.operator.pipeline import _redacted
 
-    assert (
-        _redacted("nats://app:secret@nats-0:4222, tls://nats-1:4222")
-        == "nats://***@nats-0:4222,tls://nats-1:4222"
-    )
+    redacted = _redacted("nats://app:secret@nats-0:4222, tls://nats-1:4222")
+    assert redacted == "nats://app:***@nats-0:4222,tls://nats-1:4222"
