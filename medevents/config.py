@@ -241,7 +241,6 @@ class OperatorSettings(_Settings, frozen=True):
     watch_server_timeout_s: Annotated[float, Meta(ge=1)] = 300.0  # the API server closes watches after this
     watch_client_timeout_s: Annotated[float, Meta(ge=1)] = 330.0  # give up on a silent watch after this
     request_timeout_s: Positive = 10.0  # Kubernetes API requests of the operator's own client
-    stale_after_polls: Annotated[int, Meta(ge=1, le=100)] = 3  # polls without fresh lag -> Degraded
 
     def __post_init__(self) -> None:
         if self.kube_api_url and urlsplit(self.kube_api_url).scheme not in ("http", "https"):

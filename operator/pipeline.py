@@ -24,10 +24,12 @@ from typing import Any
 import kopf
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
 from medevents.backlog import Backlog, StreamMissingError, rates, read_backlog, read_members
-from medevents.config import NatsSettings, SettingsError
+from medevents.cluster import Member
+from medevents.config import NatsSettings, SettingsError, redact_url
 from medevents.natsconn import connect
 from medevents.scaling import Decision, Observation, ScaleState, desired_replicas, per_pod_capacity
 
@@ -45,6 +47,11 @@ log = logging.getLogger("medevents.operator")
 _NATS_ERRORS = (nats.errors.Error, JetStreamError, OSError, TimeoutError)
 
 EventFn = Callable[[str, str, str], None]  # (type, reason, message)
+
+
+def _redacted(urls: str) -> str:
+    """NATS URLs without passwords or tokens (they end up in the status and in events)."""
+    return ",".join(redact_url(u.strip()) for u in urls.split(","))
 
 
 class NotFresh(Exception):
@@ -70,6 +77,7 @@ class PipelineLoop:
         self.partitions: int | None = None
         self.nc: NATS | None = None
         self.nats_settings: NatsSettings | None = None
+        self.connected_generation: int | None = None
         self.auth = NatsAuth()
         self.last_decision: dict[str, Any] | None = None
 
@@ -86,9 +94,8 @@ class PipelineLoop:
             await self.close()
 
     async def close(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.close()
-        self.nc = None
+        """Disconnect and remove the credential files."""
+        await self._disconnect()
         self.auth.cleanup()
 
     # --- one poll ---------------------------------------------------------------------------
@@ -97,24 +104,23 @@ class PipelineLoop:
         """One poll; returns the seconds until the next."""
         generation = int(body.get("metadata", {}).get("generation") or 0)
         now = iso(datetime.datetime.now(datetime.UTC))
-        status: dict[str, Any] = {}
         try:
             spec = parse_spec(body.get("spec"))
         except SpecError as exc:
             self._degrade("InvalidSpec", str(exc), now, generation)
-            await self._write_status(status, now, generation)
+            await self._write_status({}, now, generation)
             return 5.0
         interval = spec.scaling.poll_interval_seconds
         try:
-            js = await self._jetstream(spec)
+            js = await self._jetstream(spec, generation)
             if self.reconciled_generation != generation:
                 await self._reconcile(js, spec, generation, now)
             backlog = await self._read(js, spec)
-            members = await read_members(js)
+            members = await self._members(js)
             replicas = await self._replicas(spec)
         except NotFresh as exc:
             self._degrade(exc.reason, str(exc), now, generation)
-            await self._write_status(status, now, generation)
+            await self._write_status({}, now, generation)
             return interval
         measured = per_pod_capacity(members)
         flow = rates(self.previous, backlog)
@@ -132,7 +138,7 @@ class PipelineLoop:
             )
             self.event("Normal", "Recovered", "lag is read again; scaling resumes")
         scaled = await self._act(spec, decision, replicas, members, now, generation)
-        status |= poll_status(
+        status = poll_status(
             backlog,
             flow,
             decision.per_pod_rate,
@@ -143,14 +149,16 @@ class PipelineLoop:
         await self._write_status(status, now, generation)
         return interval
 
-    async def _jetstream(self, spec: EventPipelineSpec) -> Any:
-        try:
-            settings = await self.auth.settings(self.kube, self.namespace, spec.nats)
-        except (SecretError, SettingsError) as exc:
-            raise NotFresh("NatsCredentials", str(exc)) from None
-        if self.nc is not None and (settings != self.nats_settings or self.nc.is_closed):
-            await self.close()
+    async def _jetstream(self, spec: EventPipelineSpec, generation: int) -> JetStreamContext:
+        """A JetStream context on a live connection. The spec's URL and Secrets are read when
+        connecting and on every new spec generation (a rotated Secret applies at the next)."""
+        if self.nc is not None and (self.nc.is_closed or self.connected_generation != generation):
+            await self._disconnect()
         if self.nc is None:
+            try:
+                settings = await self.auth.settings(self.kube, self.namespace, spec.nats)
+            except (SecretError, SettingsError) as exc:
+                raise NotFresh("NatsCredentials", str(exc)) from None
             try:
                 # No background reconnects: a poll that finds the connection gone connects again,
                 # and an unreachable server fails this poll fast instead of hanging it.
@@ -159,14 +167,23 @@ class PipelineLoop:
                 )
             except _NATS_ERRORS as exc:
                 raise NotFresh(
-                    "NatsUnreachable", f"cannot connect to {settings.url}: {type(exc).__name__}"
+                    "NatsUnreachable", f"cannot connect to {_redacted(settings.url)}: {type(exc).__name__}"
                 ) from None
-            self.nats_settings = settings
+            self.nats_settings, self.connected_generation = settings, generation
+        assert self.nats_settings is not None
         if not self.nc.is_connected:
-            raise NotFresh("NatsUnreachable", f"not connected to {settings.url} (reconnecting)")
-        return self.nc.jetstream(timeout=settings.request_timeout_s)
+            await self._disconnect()
+            raise NotFresh("NatsUnreachable", f"lost the connection to {_redacted(self.nats_settings.url)}")
+        return self.nc.jetstream(timeout=self.nats_settings.request_timeout_s)
 
-    async def _reconcile(self, js: Any, spec: EventPipelineSpec, generation: int, now: str) -> None:
+    async def _disconnect(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+        self.nc = None
+
+    async def _reconcile(
+        self, js: JetStreamContext, spec: EventPipelineSpec, generation: int, now: str
+    ) -> None:
         try:
             done = await reconcile_topology(js, spec)
             await publish_tuning(js, spec, generation, spec.stream.replicas)
@@ -191,7 +208,7 @@ class PipelineLoop:
                 self.event("Normal", "Reconciled", "; ".join(what))
         self.reconciled_generation = generation
 
-    async def _read(self, js: Any, spec: EventPipelineSpec) -> Backlog:
+    async def _read(self, js: JetStreamContext, spec: EventPipelineSpec) -> Backlog:
         try:
             backlog = await read_backlog(js)
         except StreamMissingError as exc:
@@ -203,7 +220,7 @@ class PipelineLoop:
             raise NotFresh(
                 "ConsumerMissing",
                 f"partition consumers missing: {', '.join(backlog.missing)}; not scaling until they are back "
-                "(processors recreate them when they start; or edit the EventPipeline to reconcile)",
+                "(running processors recreate a deleted consumer; editing the EventPipeline reconciles too)",
             )
         if backlog.leaderless:
             raise NotFresh("NoLeader", f"consumers without a leader: {', '.join(backlog.leaderless)}")
@@ -212,6 +229,14 @@ class PipelineLoop:
                 "StaleData", f"reading the consumers took {backlog.took_s:.1f}s, longer than a poll"
             )
         return backlog
+
+    async def _members(self, js: JetStreamContext) -> list[Member]:
+        try:
+            return await read_members(js)
+        except _NATS_ERRORS as exc:
+            raise NotFresh(
+                "NatsUnreachable", f"reading processor heartbeats failed: {type(exc).__name__}"
+            ) from None
 
     async def _replicas(self, spec: EventPipelineSpec) -> int:
         try:
@@ -225,7 +250,7 @@ class PipelineLoop:
         spec: EventPipelineSpec,
         decision: Decision,
         current: int,
-        members: list[Any],
+        members: list[Member],
         now: str,
         generation: int,
     ) -> bool:

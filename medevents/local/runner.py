@@ -23,12 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medevents import logs
-from medevents.config import LogSettings, NatsSettings, StreamSettings, load, redact_url
+from medevents.config import (
+    AutoscaleSettings,
+    LogSettings,
+    NatsSettings,
+    ProcessorSettings,
+    StreamSettings,
+    load,
+    redact_url,
+)
+from medevents.local.autoscaler import LocalAutoscaler
 from medevents.local.procs import Child, spawn
 from medevents.local.servers import EmbeddedMongo, EmbeddedNats, free_port
 from medevents.natsconn import connect, ensure_stream
 
-__all__ = ["LocalSystem", "run_up"]
+__all__ = ["LocalSystem", "RunnerPool", "run_up"]
 
 log = logging.getLogger("medevents.local")
 
@@ -260,18 +269,49 @@ class LocalSystem:
         return "\n".join(lines)
 
 
+class RunnerPool:
+    """The runner's processor processes as the local autoscaler's :class:`ProcessorPool`."""
+
+    def __init__(self, system: LocalSystem) -> None:
+        self.system = system
+
+    def count(self) -> int:
+        return len(self.system.processors())
+
+    async def scale_to(self, n: int) -> None:
+        while self.count() < n:
+            self.system.add_processor()
+        while self.count() > n and await self.system.remove_processor():
+            pass  # one at a time: each drains its held events on SIGTERM first
+
+
 async def _main(data_dir: Path, processors: int) -> int:
+    autoscale = load(AutoscaleSettings)  # bad settings stop us before anything starts
+    processor_settings = load(ProcessorSettings)
     system = LocalSystem(data_dir, processors)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    scaler: asyncio.Task[None] | None = None
     try:
         await system.start()
+        if autoscale.enabled:
+            autoscaler = LocalAutoscaler(
+                NatsSettings(url=system.nats.url),
+                RunnerPool(system),
+                autoscale,
+                processor_settings,
+                system.data_dir,
+            )
+            scaler = asyncio.create_task(autoscaler.run(stop))
         print(system.banner(), flush=True)
         await system.supervise(stop)
     finally:
         print("medevents: stopping ...", file=sys.stderr, flush=True)
+        stop.set()
+        if scaler is not None:
+            await scaler
         system.stop()
     return 0
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from medevents.config import NatsSettings, OperatorSettings, StreamSettings
+from medevents.local import free_port, spawn
 from medevents.natsconn import ensure_stream
 from medevents.operator.main import operate
 
@@ -27,6 +30,7 @@ EP = "medevents.io/v1alpha1/eventpipelines"
 DEPLOYMENTS = "apps/v1/deployments"
 PODS = "v1/pods"
 EVENTS = "v1/events"
+TOKEN = "s3cret"  # noqa: S105 - a throw-away test server's token
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
@@ -113,6 +117,14 @@ class Cluster:
     def annotations(self, pod: str) -> dict[str, str]:
         return dict(self.api.objects[PODS, NS, pod]["metadata"].get("annotations") or {})
 
+    async def create(self, resource: str, name: str, body: dict[str, Any]) -> None:
+        """Create any namespaced object (a Secret, ...) through the API."""
+        group_version, plural = resource.rsplit("/", 1)
+        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        full = {**body, "metadata": {"name": name, "namespace": NS, "resourceVersion": _rv()}}
+        async with self.session.post(f"{prefix}/namespaces/{NS}/{plural}", json=full) as r:
+            assert r.status < 300, await r.text()
+
     async def create_pipeline(self, spec: dict[str, Any], name: str = "pipe") -> None:
         body = {
             "apiVersion": "medevents.io/v1alpha1",
@@ -129,6 +141,16 @@ class Cluster:
         path = f"/apis/medevents.io/v1alpha1/namespaces/{NS}/eventpipelines"
         async with self.session.post(path, json=body) as r:
             assert r.status < 300, await r.text()
+
+    async def delete_pipeline(self, name: str = "pipe") -> None:
+        async with self.session.delete(
+            f"/apis/medevents.io/v1alpha1/namespaces/{NS}/eventpipelines/{name}"
+        ) as r:
+            assert r.status < 300, await r.text()
+
+    def exists(self, name: str = "pipe") -> bool:
+        key = (EP, NS, name)
+        return key in self.api.objects and not self.api.objects[key].deleted
 
     async def patch_pipeline(self, patch: dict[str, Any], name: str = "pipe") -> None:
         generation = int(self.pipeline(name)["metadata"].get("generation", 1)) + 1
@@ -193,3 +215,20 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str 
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
+
+
+@pytest.fixture
+def token_nats(tmp_path: Path) -> Iterator[str]:
+    """A nats-server with JetStream that demands the token ``s3cret``; yields its URL."""
+    port = free_port()
+    binary = Path(sys.executable).parent / "nats-server"
+    argv = [str(binary), "--jetstream", "--store_dir", str(tmp_path / "js"), "--addr", "127.0.0.1"]
+    argv += ["--port", str(port), "--auth", TOKEN]
+    log = tmp_path / "nats.log"
+    child = spawn("nats-token", argv, log_path=log)
+    deadline = time.monotonic() + 20
+    while b"Server is ready" not in (log.read_bytes() if log.exists() else b""):
+        assert child.alive() and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    yield f"nats://127.0.0.1:{port}"
+    child.stop()

@@ -7,11 +7,14 @@ so there is no measured rate); a backlog of 300 to drain within 10 s needs 30 ev
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
+
+import nats
 
 # The fixtures live in kube_harness: a conftest.py here would clash with tests/conftest.py for mypy
 # (this folder cannot be a package: it would be named `operator`, the standard library's name).
-from kube_harness import Cluster, cluster, eventually, js, k8s, make_stream, nc, operator
+from kube_harness import TOKEN, Cluster, cluster, eventually, js, k8s, make_stream, nc, operator, token_nats
 from nats.js import JetStreamContext
 
 from medevents import topology
@@ -106,7 +109,7 @@ async def test_backlog_scales_up_then_down_after_stabilization(
     await eventually(lambda: cluster.status().get("lag") == 0, what="lag 0")
     await eventually(lambda: cluster.replicas() == 1, what="scale-down to 1")
     assert asyncio.get_running_loop().time() - acks_began >= 2.5
-    assert cluster.status()["lastDecision"]["reason"] == "ScaleDown"
+    await eventually(lambda: cluster.status()["lastDecision"]["reason"] == "ScaleDown", what="status")
     # The busy pod was marked expensive to delete before replicas went down.
     assert cluster.annotations("processor-b")[DELETION_COST] == "7"
     assert cluster.annotations("processor-a")[DELETION_COST] == "0"
@@ -179,3 +182,60 @@ async def test_partition_change_is_refused(
     info = await js.consumer_info(topology.STREAM, topology.consumer_name(0))
     assert info.config.ack_wait == 25
     assert cluster.status()["observedGeneration"] == 2
+
+
+async def test_nats_credentials_come_from_a_secret(cluster: Cluster, operator: None, token_nats: str) -> None:
+    secret = base64.b64encode(TOKEN.encode()).decode()
+    await cluster.create("v1/secrets", "nats-auth", {"data": {"token": secret}})
+    spec = {**spec_for(token_nats), "nats": {"url": token_nats, "credentialsSecret": "nats-auth"}}
+    await cluster.create_pipeline(spec)
+    await eventually(lambda: cluster.condition("StreamReady").get("status") == "True", what="StreamReady")
+    nc = await nats.connect(token_nats, token=TOKEN)
+    try:
+        info = await nc.jetstream().stream_info(topology.STREAM)
+        assert topology.partitions_of(info.config) == PARTITIONS
+    finally:
+        await nc.close()
+
+    await cluster.create_pipeline(
+        {**spec, "nats": {"url": token_nats, "credentialsSecret": "absent"}}, name="other"
+    )
+    await eventually(lambda: cluster.condition("Degraded", "other").get("status") == "True", what="Degraded")
+    assert cluster.condition("Degraded", "other")["reason"] == "NatsCredentials"
+    assert "absent" in cluster.condition("Degraded", "other")["message"]
+
+
+async def test_a_lag_step_is_answered_within_one_poll(
+    cluster: Cluster, operator: None, js: JetStreamContext, nats_server: Any
+) -> None:
+    spec = spec_for(nats_server.url)
+    spec["scaling"] = {**spec["scaling"], "pollIntervalSeconds": 2}  # the default
+    await cluster.create_pipeline(spec)
+    await eventually(lambda: cluster.condition("Ready").get("status") == "True", what="Ready")
+    await asyncio.sleep(2.5)  # a poll with the empty stream has passed
+    assert cluster.replicas() == 1
+
+    step = asyncio.get_running_loop().time()
+    await publish_backlog(js, 300)
+    await eventually(lambda: cluster.replicas() > 1, what="a scale-up")
+    took = asyncio.get_running_loop().time() - step
+    # Arrivals seen mid-burst count as a rate too, so the first decision may ask for more than 3.
+    # The status is written right after the scale subresource.
+    await eventually(
+        lambda: cluster.status().get("lastDecision", {}).get("reason") == "ScaleUp", what="status"
+    )
+    print(f"\nlag step -> scale-up decision applied: {took:.2f} s (poll interval 2 s)")
+
+
+async def test_deleting_the_pipeline_keeps_the_stream(
+    cluster: Cluster, operator: None, js: JetStreamContext, nats_server: Any
+) -> None:
+    await cluster.create_pipeline(spec_for(nats_server.url))
+    await eventually(lambda: cluster.condition("Ready").get("status") == "True", what="Ready")
+    assert "medevents.io/operator" in cluster.pipeline()["metadata"].get("finalizers", [])
+
+    await cluster.delete_pipeline()
+    await eventually(lambda: not cluster.exists(), what="the EventPipeline gone")
+    info = await js.stream_info(topology.STREAM)  # the events are not the custom resource's to delete
+    assert topology.partitions_of(info.config) == PARTITIONS
+    assert (await js.consumer_info(topology.STREAM, topology.consumer_name(0))).name == "processor-0"

@@ -178,3 +178,10 @@ def test_rates_between_two_reads() -> None:
     assert not Backlog(
         at=1, took_s=0, partitions=1, last_seq=0, pending=0, ack_pending=0, missing=("p",)
     ).complete
+
+
+def test_nats_urls_lose_their_passwords_in_messages() -> None:
+    from medevents.operator.pipeline import _redacted
+
+    redacted = _redacted("nats://app:secret@nats-0:4222, tls://nats-1:4222")
+    assert redacted == "nats://app:***@nats-0:4222,tls://nats-1:4222"

@@ -140,16 +140,18 @@ class Result:
     peak_lag: int
     peak_replicas: int
     pod_seconds: int
+    changes: int  # replica changes over the run (churn)
 
 
 def run(controller: Controller) -> Result:
     fleet = Fleet()
     before_burst = 0
     first = burst = drain = math.inf
-    peak_lag = peak = pod_seconds = 0
+    peak_lag = peak = pod_seconds = changes = 0
     for now in range(DURATION):
         wanted = controller(now, fleet)
         if wanted is not None and wanted != fleet.replicas:
+            changes += 1
             if wanted > fleet.replicas and now >= TRICKLE_START and first == math.inf:
                 first = now - TRICKLE_START
             if now >= BURST_START and wanted > before_burst and burst == math.inf:
@@ -163,7 +165,7 @@ def run(controller: Controller) -> Result:
         peak_lag = max(peak_lag, math.ceil(fleet.lag))
         peak = max(peak, fleet.replicas)
         pod_seconds += fleet.replicas
-    return Result(first, burst, drain, peak_lag, peak, pod_seconds)
+    return Result(first, burst, drain, peak_lag, peak, pod_seconds, changes)
 
 
 @dataclass
@@ -184,17 +186,21 @@ class Summary:
             f"{self.mean(m):.1f} / {self.worst(m):g}"
             for m in ("first_decision_s", "burst_decision_s", "drain_s", "peak_lag")
         ]
-        cells += [f"{self.worst('peak_replicas'):g}", f"{self.mean('pod_seconds'):.0f}"]
+        cells += [
+            f"{self.worst('peak_replicas'):g}",
+            f"{self.mean('pod_seconds'):.0f}",
+            f"{self.mean('changes'):.1f}",
+        ]
         return f"| {self.name} | {' | '.join(cells)} |"
 
 
 def table(summaries: list[Summary]) -> str:
     head = (
         "| policy | first decision from zero (s) | burst decision (s) | burst start to drained (s) "
-        "| peak lag | peak pods | pod-seconds |"
+        "| peak lag | peak pods | pod-seconds | replica changes |"
     )
-    lines = [head, "|---|---|---|---|---|---|---|", *(s.row() for s in summaries)]
-    return "\n".join([*lines, "(mean / worst over timer phases; pod-seconds mean)"])
+    lines = [head, "|---|---|---|---|---|---|---|---|", *(s.row() for s in summaries)]
+    return "\n".join([*lines, "(mean / worst over timer phases; pod-seconds and changes: mean)"])
 
 
 def keda_summary(name: str, lag_threshold: float) -> Summary:
