@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--processors", type=int, default=2, help="processor processes to start with (default 2)")
 
     commands.add_parser("ingest", help="run the ingest service (configured by environment variables)")
+
+    from medevents.loadgen.cli import add_parser as add_loadgen
+
+    add_loadgen(commands)
     return parser
 
 
@@ -45,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 serve()
                 return 0
+            case "loadgen":
+                from medevents.loadgen.cli import run as run_loadgen
+
+                return run_loadgen(args)
     except SettingsError as exc:
         print(f"medevents: configuration error: {exc}", file=sys.stderr)
         return 2
