@@ -79,7 +79,7 @@ def text(data: dict[str, Any]) -> str:
         lines.append(f"  from plan {_ms(data['scheduled_latency'])}")
     processing = data["processing"]
     if not processing["observed"]:
-        lines.append("processing  not observed (no MongoDB given: --data-dir or --mongo)")
+        lines.append("processing  not observed (--no-verify, or no MongoDB: --data-dir or --mongo)")
     else:
         state = "done" if processing["done"] else "NOT DONE (timed out)"
         rate_out = processing["processed_per_s"]
