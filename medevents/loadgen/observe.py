@@ -25,7 +25,8 @@ FIELDS = {
     "event_id": "eventId",
     "patient_id": "patientId",
     "seq": "data.seq",
-    "stream_seq": "streamSeq",
+    "stream_seq": "sequence",
+    "started_at": "startedAt",
     "processed_at": "processedAt",
     "status": "result.status",
 }
@@ -131,7 +132,7 @@ def _get(doc: dict[str, Any], dotted: str) -> Any:
 
 
 def _stored(doc: dict[str, Any]) -> StoredEvent:
-    processed_at = _get(doc, FIELDS["processed_at"])
+    processed_at, started_at = _get(doc, FIELDS["processed_at"]), _get(doc, FIELDS["started_at"])
     seq, stream_seq = _get(doc, FIELDS["seq"]), _get(doc, FIELDS["stream_seq"])
     return StoredEvent(
         event_id=str(_get(doc, FIELDS["event_id"])),
@@ -139,5 +140,6 @@ def _stored(doc: dict[str, Any]) -> StoredEvent:
         seq=seq if isinstance(seq, int) else None,
         stream_seq=stream_seq if isinstance(stream_seq, int) else None,
         processed_at=processed_at.timestamp() if isinstance(processed_at, dt.datetime) else None,
+        started_at=started_at.timestamp() if isinstance(started_at, dt.datetime) else None,
         failed=_get(doc, FIELDS["status"]) == "failed",
     )

@@ -33,8 +33,9 @@ class StoredEvent(msgspec.Struct, frozen=True):
     patient_id: str
     seq: int | None  # data.seq, as sent
     stream_seq: int | None  # stream sequence the processor stored (None: not stored)
-    processed_at: float | None  # wall clock of processing
+    processed_at: float | None  # wall clock of processing (the handler finished)
     failed: bool = False  # result.status == "failed" (dead-lettered)
+    started_at: float | None = None  # wall clock the handler started, when stored
 
 
 class Verification(msgspec.Struct):
@@ -100,7 +101,8 @@ def verify(sent: Mapping[str, SentEvent], docs: Iterable[StoredEvent]) -> tuple[
 def _in_order(docs: list[StoredEvent]) -> bool:
     """A patient's documents, in stream order, must carry strictly increasing sending numbers
     (ingest kept the order) and non-decreasing processing times (the processor applied them in
-    that order; equal times are possible at millisecond resolution)."""
+    that order; equal times are possible at millisecond resolution), and no event's handler may
+    have started before the previous event's finished (one after another, never overlapping)."""
     ordered = sorted(docs, key=lambda d: d.stream_seq or 0)
     streams = [d.stream_seq for d in ordered]
     if len(set(streams)) != len(streams):
@@ -109,4 +111,10 @@ def _in_order(docs: list[StoredEvent]) -> bool:
     if len(seqs) != len(ordered) or any(a >= b for a, b in itertools.pairwise(seqs)):
         return False
     times = [d.processed_at for d in ordered if d.processed_at is not None]
-    return all(a <= b for a, b in itertools.pairwise(times))
+    if not all(a <= b for a, b in itertools.pairwise(times)):
+        return False
+    return all(
+        b.started_at >= a.processed_at
+        for a, b in itertools.pairwise(ordered)
+        if a.processed_at is not None and b.started_at is not None
+    )

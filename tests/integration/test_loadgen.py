@@ -44,6 +44,7 @@ def _doc(msg: Msg, processed_at: dt.datetime) -> Doc:
         "type": event["type"],
         "data": event["data"],
         FIELDS["stream_seq"]: msg.metadata.sequence.stream,
+        FIELDS["started_at"]: processed_at,
         FIELDS["processed_at"]: processed_at,
         "result": {"status": "success"},
     }

@@ -107,7 +107,11 @@ def _history(patients: int, per_patient: int) -> tuple[dict[str, SentEvent], lis
             stream_seq += 1
             event_id = f"e-{p}-{seq}"
             sent[event_id] = SentEvent(f"p{p}", seq, 1000.0 + stream_seq, True)
-            docs.append(StoredEvent(event_id, f"p{p}", seq, stream_seq, 2000.0 + stream_seq))
+            docs.append(
+                StoredEvent(
+                    event_id, f"p{p}", seq, stream_seq, 2000.0 + stream_seq, started_at=1999.5 + stream_seq
+                )
+            )
     return sent, docs
 
 
@@ -169,6 +173,17 @@ def test_without_stream_sequences_order_is_reported_unchecked() -> None:
     result, _ = verify(sent, [msgspec.structs.replace(d, stream_seq=None) for d in docs])
     assert result.ok
     assert not result.order_checked
+
+
+def test_overlapping_handlers_of_one_patient_are_caught() -> None:
+    sent, docs = _history(2, 3)
+    # patient p0's second event started before its first finished (times still in order)
+    first, second = docs[0], docs[2]
+    assert (first.patient_id, second.patient_id) == ("p0", "p0")
+    assert first.processed_at is not None
+    docs[2] = msgspec.structs.replace(second, started_at=first.processed_at - 0.1)
+    result, _ = verify(sent, docs)
+    assert (result.ok, result.samples["out_of_order_patients"]) == (False, ["p0"])
 
 
 def test_failed_events_count_but_give_no_latency() -> None:

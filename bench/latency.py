@@ -1,0 +1,45 @@
+"""Benchmark 2, latency under load: the p99 of ``POST /events`` (one ingest worker) at half of the
+maximum rate measured in the same run with the same tool (``medevents loadgen``: wrk cannot hold a
+fixed rate)."""
+
+from __future__ import annotations
+
+from medevents.loadgen import LoadSpec, report, run_load
+
+from ._common import Outcome, Row, Servers, check, start_ingest
+
+NAME = "latency"
+TITLE = "2. Latency of POST /events at 50% of the maximum rate (1 worker)"
+
+MAX_SECONDS = 8.0
+RATE_SECONDS = 20.0
+TARGET_P99_MS = 10.0
+
+
+async def run() -> Outcome:
+    with Servers() as servers:
+        ingest = start_ingest(servers, 1)
+        try:
+            base = {"url": ingest.url, "patients": 2000, "payload_bytes": 256, "verify": False}
+            await run_load(LoadSpec(duration_s=2.0, concurrency=64, **base))  # warm-up
+            peak = report(await run_load(LoadSpec(duration_s=MAX_SECONDS, concurrency=64, **base)))
+            rate = round(peak["answered_202_per_s"] / 2)
+            half = report(
+                await run_load(LoadSpec(duration_s=RATE_SECONDS, rate=rate, concurrency=64, **base))
+            )
+        finally:
+            ingest.stop()
+    accept, planned = half["accept_latency"], half["scheduled_latency"]
+    p99 = accept["p99_ms"]
+    rows = [
+        Row("max_rate", "maximum rate (loadgen, 64 connections)", peak["answered_202_per_s"], "req/s"),
+        Row("rate", "offered rate (50%)", half["answered_202_per_s"], "req/s"),
+        Row("p50", "p50 at 50%", accept["p50_ms"], "ms"),
+        Row("p99", "p99 at 50%", p99, "ms", f"<= {TARGET_P99_MS:g} ms", check(p99, "<=", TARGET_P99_MS)),
+        Row("p99_9", "p99.9 at 50%", accept["p99_9_ms"], "ms"),
+        Row(
+            "p99_planned", "p99 from the planned send time (no coordinated omission)", planned["p99_ms"], "ms"
+        ),
+        Row("errors", "errors at 50%", half["error_total"]),
+    ]
+    return Outcome(rows, {"max": peak, "half": {k: v for k, v in half.items() if k != "samples"}})
