@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from medevents.local import Child, EmbeddedMongo, EmbeddedNats, free_port, spawn
 from medevents.local.runner import medevents_command
 
@@ -332,4 +334,4 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 def _default(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)
-    raise TypeError(type(value).__name__)
+    return msgspec.to_builtins(value)
