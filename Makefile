@@ -31,6 +31,7 @@ lint: $(VENV)/.dev-deps
 	$(PIP) install --no-deps -e . --config-settings editable_mode=strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy bench
 	$(BIN)/mypy -p medevents
 	$(BIN)/mypy tests
 	@# import-linter reads a copy of the package in which the namespace package medevents.operator

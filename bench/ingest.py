@@ -74,10 +74,10 @@ async def run() -> Outcome:
                 rows.append(Row(f"failures_{w}", f"non-2xx or socket errors, {workers} worker(s)", failures))
         nats_rate = await publish_rate(servers.nats.url, SECONDS / 2)
         rows.append(Row("nats_publish_rate", "raw JetStream publish, one Python process", nats_rate, "msg/s"))
-        bare = start_bare(servers, 1)
+        bare_app = start_bare(servers, 1)
         try:
-            client = await run_loadgen(bare.url, SECONDS / 2, CONNECTIONS)
+            client = await run_loadgen(bare_app.url, SECONDS / 2, CONNECTIONS)
         finally:
-            bare.stop()
+            bare_app.stop()
         rows.append(Row("loadgen_ceiling", "medevents loadgen against bare, 1 worker", client.rps, "req/s"))
     return Outcome(rows, data)

@@ -4,6 +4,8 @@ fixed rate)."""
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from medevents.loadgen import LoadSpec, report, run_load
 
 from ._common import Outcome, Row, Servers, check, start_ingest
@@ -20,13 +22,11 @@ async def run() -> Outcome:
     with Servers() as servers:
         ingest = start_ingest(servers, 1)
         try:
-            base = {"url": ingest.url, "patients": 2000, "payload_bytes": 256, "verify": False}
-            await run_load(LoadSpec(duration_s=2.0, concurrency=64, **base))  # warm-up
-            peak = report(await run_load(LoadSpec(duration_s=MAX_SECONDS, concurrency=64, **base)))
+            base = LoadSpec(url=ingest.url, duration_s=2.0, patients=2000, concurrency=64, verify=False)
+            await run_load(base)  # warm-up
+            peak = report(await run_load(replace(base, duration_s=MAX_SECONDS)))
             rate = round(peak["answered_202_per_s"] / 2)
-            half = report(
-                await run_load(LoadSpec(duration_s=RATE_SECONDS, rate=rate, concurrency=64, **base))
-            )
+            half = report(await run_load(replace(base, duration_s=RATE_SECONDS, rate=rate, concurrency=32)))
         finally:
             ingest.stop()
     accept, planned = half["accept_latency"], half["scheduled_latency"]
