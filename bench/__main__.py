@@ -13,7 +13,7 @@ from typing import Any
 
 import uvloop
 
-from ._common import Outcome, machine, merge, table, write_result
+from ._common import Outcome, machine, merge, table, write_result, write_summary
 
 NAMES = ["ingest", "latency", "processing", "concurrency", "autoscale", "memory", "olddemo"]
 
@@ -32,11 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {NAMES}")
     about = machine()
-    print(
+    header = (
         f"# medevents benchmarks {about['date']}: {about['cores']} cores, {about['memory_gib']} GiB, "
-        f"{about['cpu']}, load average {about['loadavg'][0]:.2f}",
-        flush=True,
+        f"{about['cpu']}, load average {about['loadavg'][0]:.2f}"
     )
+    print(header, flush=True)
+    summary = [header, "", f"versions: {about['versions']}, nats-server {about['nats-server']}, "
+               f"wrk {about['wrk']}, ab {about['ab']}", ""]  # fmt: skip
     for name in names:
         module = _module(name)
         runs: list[Outcome] = []
@@ -48,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(uvloop.run(module.run()))
             loads.append((before, os.getloadavg()[0]))
         merged = merge([r.rows for r in runs])
-        print("\n" + table(module.TITLE, merged) + "\n", flush=True)
+        rendered = table(module.TITLE, merged)
+        print("\n" + rendered + "\n", flush=True)
+        load_text = ", ".join(f"{a:.1f}->{b:.1f}" for a, b in loads)
+        summary += [rendered, "", f"load average before->after each run: {load_text}", ""]
         payload: dict[str, Any] = {
             "benchmark": name,
             "title": module.TITLE,
@@ -59,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": [{"rows": r.rows, "data": r.data} for r in runs],
         }
         print(f"wrote {write_result(name, payload)}", file=sys.stderr)
+    print(f"wrote {write_summary(chr(10).join(summary))}", file=sys.stderr)
     return 0
 
 

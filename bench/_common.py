@@ -331,6 +331,15 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def write_summary(text: str) -> Path:
+    """``bench/results/summary-<UTC time>.md``: every table of this invocation."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"summary-{stamp}.md"
+    path.write_text(text + "\n")
+    return path
+
+
 def _default(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)

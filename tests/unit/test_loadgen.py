@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -14,6 +16,7 @@ from medevents.ids import derive_event_id
 from medevents.loadgen import SentEvent, StoredEvent, verify
 from medevents.loadgen.events import EventFactory, event_id_of
 from medevents.loadgen.plan import owned_patients, slot_due
+from medevents.loadgen.plot import _rates, plot
 from medevents.loadgen.stats import percentile, summarize
 from medevents.model import decode_event
 
@@ -191,3 +194,34 @@ def test_failed_events_count_but_give_no_latency() -> None:
     docs[1] = msgspec.structs.replace(docs[1], failed=True)
     result, latencies = verify(sent, docs)
     assert (result.ok, result.failed, len(latencies)) == (True, 1, 1)
+
+
+# -- plot ---------------------------------------------------------------------------------------
+
+
+def test_plot_draws_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the optional `plot` extra is not installed")
+    samples = [
+        {
+            "t": float(t),
+            "sent": 100 * t,
+            "accepted": 100 * t,
+            "processed": 80 * t,
+            "lag": 20 * t,
+            "processors": 1 + t // 3,
+        }
+        for t in range(10)
+    ]
+    path = tmp_path / "run.png"
+    plot({"run_id": "r", "samples": samples}, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rates_come_from_consecutive_samples() -> None:
+    samples: list[dict[str, Any]] = [
+        {"t": 0.0, "n": 0},
+        {"t": 2.0, "n": 100},
+        {"t": 3.0, "n": None},
+        {"t": 4.0, "n": 400},
+    ]
+    assert _rates(samples, "n") == ([2.0], [50.0])
