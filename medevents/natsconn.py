@@ -39,8 +39,11 @@ async def connect(
     allow_reconnect: bool = True,
 ) -> NATS:
     """Connect once (fail fast at start-up), then reconnect forever in the background."""
+    client: list[NATS] = []
 
     async def disconnected() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own close, not an outage
         log.warning("nats disconnected")
         if on_state:
             await on_state("disconnected")
@@ -73,7 +76,8 @@ async def connect(
         options["user_credentials"] = settings.creds_file
     if settings.nkey_seed_file:
         options["nkeys_seed"] = settings.nkey_seed_file
-    return await nats.connect(**options)
+    client.append(await nats.connect(**options))
+    return client[0]
 
 
 _COMPARED = ("subjects", "retention", "discard", "num_replicas", "duplicate_window", "max_age", "max_bytes")
