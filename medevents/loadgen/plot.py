@@ -33,6 +33,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
         raise PlotUnavailable("--plot needs matplotlib: pip install 'medevents[plot]'") from exc
     samples = data["samples"]
@@ -48,6 +49,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     pairs = [(s["t"], s["processors"]) for s in samples if s["processors"] is not None]
     bottom.step([t for t, _ in pairs], [n for _, n in pairs], where="post")
     bottom.set_ylabel("processors")
+    bottom.set_ylim(bottom=0, top=max([n for _, n in pairs], default=0) + 1)
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("seconds since start")
     fig.suptitle(f"medevents loadgen run {data['run_id']}")
     fig.tight_layout()

@@ -109,6 +109,7 @@ class _Run:
         self.t0 = 0.0
         self.wall0 = 0.0
         self.end = float("inf")
+        self.sent_until: float | None = None  # when sending finished
 
     def take_slot(self) -> int | None:
         slot = self.next_slot
@@ -178,7 +179,7 @@ class _Run:
             self.sent_events[event_id] = SentEvent(self.factory.patient_id(patient), seq, wall, False)
 
     def line(self, sample: Sample | None) -> str:
-        elapsed = time.monotonic() - self.t0
+        elapsed = (self.sent_until or time.monotonic()) - self.t0
         rate = self.sent / elapsed if elapsed > 0 else 0.0
         errors = sum(self.errors.values())
         text = (
@@ -200,7 +201,7 @@ async def _observe(run: _Run, observer: Observer, samples: list[Sample], stop: a
     while not stop.is_set():
         sample = await observer.sample(time.monotonic() - run.t0, run.sent, run.accepted)
         samples.append(sample)
-        if run.progress is not None:
+        if run.progress is not None and run.sent_until is None:  # afterwards the wait reports
             run.progress(run.line(sample))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
@@ -222,7 +223,8 @@ async def run_load(spec: LoadSpec, progress: Callable[[str], None] | None = None
         watcher = asyncio.create_task(_observe(run, observer, samples, stop))
         try:
             await asyncio.gather(*(run.worker(i, workers) for i in range(workers)))
-            send_s = time.monotonic() - run.t0
+            run.sent_until = time.monotonic()
+            send_s = run.sent_until - run.t0
             cpu = _cpu() - cpu0
             result = LoadResult(
                 spec=spec,
