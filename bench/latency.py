@@ -1,6 +1,7 @@
 """Benchmark 2, latency under load: the p99 of ``POST /events`` (one ingest worker) at half of the
 maximum rate measured in the same run with the same tool (``medevents loadgen``: wrk cannot hold a
-fixed rate)."""
+fixed rate). Baseline: the bare app at the same rate, same tool, same run, which shows how much of
+the tail is the machine (scheduling on shared cores) rather than ingest."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from msgspec.structs import replace
 
 from medevents.loadgen import LoadSpec, report, run_load
 
-from ._common import Outcome, Row, Servers, check, start_ingest
+from ._common import Outcome, Row, Servers, check, start_bare, start_ingest
 
 NAME = "latency"
 TITLE = "2. Latency of POST /events at 50% of the maximum rate (1 worker)"
@@ -29,6 +30,16 @@ async def run() -> Outcome:
             half = report(await run_load(replace(base, duration_s=RATE_SECONDS, rate=rate, concurrency=32)))
         finally:
             ingest.stop()
+        bare = start_bare(servers, 1)
+        try:
+            await run_load(replace(base, url=bare.url))  # warm-up
+            bare_half = report(
+                await run_load(
+                    replace(base, url=bare.url, duration_s=RATE_SECONDS, rate=rate, concurrency=32)
+                )
+            )
+        finally:
+            bare.stop()
     accept, planned = half["accept_latency"], half["scheduled_latency"]
     p99 = accept["p99_ms"]
     rows = [
@@ -41,5 +52,14 @@ async def run() -> Outcome:
             "p99_planned", "p99 from the planned send time (no coordinated omission)", planned["p99_ms"], "ms"
         ),
         Row("errors", "errors at 50%", half["error_total"]),
+        Row("bare_p50", "bare app at the same rate: p50", bare_half["accept_latency"]["p50_ms"], "ms"),
+        Row("bare_p99", "bare app at the same rate: p99", bare_half["accept_latency"]["p99_ms"], "ms"),
     ]
-    return Outcome(rows, {"max": peak, "half": {k: v for k, v in half.items() if k != "samples"}})
+    return Outcome(
+        rows,
+        {
+            "max": {k: v for k, v in peak.items() if k != "samples"},
+            "half": {k: v for k, v in half.items() if k != "samples"},
+            "bare_half": {k: v for k, v in bare_half.items() if k != "samples"},
+        },
+    )
