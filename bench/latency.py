@@ -1,7 +1,8 @@
 """Benchmark 2, latency under load: the p99 of ``POST /events`` (one ingest worker) at half of the
 maximum rate measured in the same run with the same tool (``medevents loadgen``: wrk cannot hold a
-fixed rate). Baseline: the bare app at the same rate, same tool, same run, which shows how much of
-the tail is the machine (scheduling on shared cores) rather than ingest."""
+fixed rate). Baselines at the same rate in the same run: the bare app (same tool), and JetStream
+publishing alone from one Python process; together they show how much of the tail is HTTP on this
+machine, how much the durable write's round trip, and how much ingest itself."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from msgspec.structs import replace
 from medevents.loadgen import LoadSpec, report, run_load
 
 from ._common import Outcome, Row, Servers, check, start_bare, start_ingest
+from ._natspub import publish_latency
 
 NAME = "latency"
 TITLE = "2. Latency of POST /events at 50% of the maximum rate (1 worker)"
@@ -40,6 +42,7 @@ async def run() -> Outcome:
             )
         finally:
             bare.stop()
+        nats = await publish_latency(servers.nats.url, rate, RATE_SECONDS)
     accept, planned = half["accept_latency"], half["scheduled_latency"]
     p99 = accept["p99_ms"]
     rows = [
@@ -54,6 +57,13 @@ async def run() -> Outcome:
         Row("errors", "errors at 50%", half["error_total"]),
         Row("bare_p50", "bare app at the same rate: p50", bare_half["accept_latency"]["p50_ms"], "ms"),
         Row("bare_p99", "bare app at the same rate: p99", bare_half["accept_latency"]["p99_ms"], "ms"),
+        Row(
+            "nats_p50",
+            "JetStream publish alone, same rate, no HTTP: p50",
+            nats["p50_ms"],
+            "ms",
+        ),
+        Row("nats_p99", "JetStream publish alone at the same rate: p99", nats["p99_ms"], "ms"),
     ]
     return Outcome(
         rows,
