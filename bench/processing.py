@@ -89,6 +89,8 @@ async def raw_write_rate(mongo_uri: str, events: int, patients: int) -> float:
 
 async def run() -> Outcome:
     with Servers() as servers:
+        assert servers.mongo is not None and servers.mongo.child is not None
+        mongo_pid = servers.mongo.child.pid
         factory = EventFactory(uuid.uuid4().hex[:8], PATIENTS, 256)
         sent = await prefill(servers.nats.url, factory, PER_PATIENT)
         total = len(sent)
@@ -97,7 +99,7 @@ async def run() -> Outcome:
         try:
             processor = start_processor(servers, PROCESSOR_DELAY_MIN_MS="0", PROCESSOR_DELAY_MAX_MS="0")
             try:
-                cpu0 = cpu_seconds(processor.child.pid)
+                cpu0, db0 = cpu_seconds(processor.child.pid), cpu_seconds(mongo_pid)
                 marks: dict[int, float] = {}
                 started = time.monotonic()
                 deadline = started + 600
@@ -110,13 +112,16 @@ async def run() -> Outcome:
                         break
                     await asyncio.sleep(0.1)
                 processor_cpu = cpu_seconds(processor.child.pid) - cpu0
+                processor_db_cpu = cpu_seconds(mongo_pid) - db0
             finally:
                 processor.stop()
             docs = await observer.documents([factory.patient_id(p) for p in range(PATIENTS)])
         finally:
             await observer.close()
         verification, _ = verify(sent, docs)
+        db0 = cpu_seconds(mongo_pid)
         raw = await raw_write_rate(servers.mongo_uri, total, PATIENTS)
+        raw_db_cpu = cpu_seconds(mongo_pid) - db0
     steady = total * 0.8 / (marks[90] - marks[10]) if 10 in marks and 90 in marks else None
     overall = total / (marks[100] - started) if 100 in marks else None
     ratio = steady / raw if steady else None
@@ -134,6 +139,13 @@ async def run() -> Outcome:
             check(ratio, ">=", TARGET_RATIO),
         ),
         Row("processor_cpu_per_event", "processor CPU per event", 1e6 * processor_cpu / total, "us"),
+        Row(
+            "db_cpu_per_event",
+            "SecantusDB CPU per event, processor run",
+            1e6 * processor_db_cpu / total,
+            "us",
+        ),
+        Row("raw_db_cpu_per_event", "SecantusDB CPU per event, raw loop", 1e6 * raw_db_cpu / total, "us"),
         Row(
             "verified",
             "verified: each stored once, per-patient order",
