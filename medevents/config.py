@@ -17,10 +17,12 @@ import msgspec
 from msgspec import Meta
 
 __all__ = [
+    "AutoscaleSettings",
     "IngestSettings",
     "LogSettings",
     "MongoSettings",
     "NatsSettings",
+    "OperatorSettings",
     "ProcessorSettings",
     "SettingsError",
     "StreamSettings",
@@ -164,6 +166,60 @@ class ProcessorSettings(_Settings, frozen=True):
             )
         if ":" not in self.handler:
             raise SettingsError(f"PROCESSOR_HANDLER: expected module:function, got {self.handler!r}")
+
+
+class AutoscaleSettings(_Settings, frozen=True):
+    """The local autoscaler of ``medevents up`` (on Kubernetes the EventPipeline spec decides)."""
+
+    ENV_PREFIX = "MEDEVENTS_AUTOSCALE_"
+
+    enabled: bool = True  # let the backlog start and stop local processor processes
+    min_processors: Annotated[int, Meta(ge=0, le=64)] = 1  # fewest processors; 0 = stop all when idle
+    max_processors: Annotated[int, Meta(ge=1, le=64)] = 4  # most processors (each is a process)
+    target_drain_s: Annotated[float, Meta(ge=1)] = 30.0  # drain the backlog within this many seconds
+    poll_s: Annotated[float, Meta(ge=0.1, le=60)] = 2.0  # seconds between two decisions
+    scale_down_window_s: NonNegative = 30.0  # scale down only to the highest target seen this long
+    max_scale_down_step: Annotated[int, Meta(ge=1)] = 1  # processors stopped per decision
+    idle_s: NonNegative = 120.0  # with min 0: no lag and no arrivals this long -> no processors
+
+    def __post_init__(self) -> None:
+        if self.min_processors > self.max_processors:
+            raise SettingsError(
+                "MEDEVENTS_AUTOSCALE_MIN_PROCESSORS, MEDEVENTS_AUTOSCALE_MAX_PROCESSORS: the minimum "
+                f"({self.min_processors}) must not exceed the maximum ({self.max_processors})"
+            )
+
+
+class OperatorSettings(_Settings, frozen=True):
+    """The kopf operator (``medevents operator``); each EventPipeline carries its own NATS settings."""
+
+    ENV_PREFIX = "OPERATOR_"
+
+    namespaces: str = ""  # namespaces to watch, comma separated (globs allowed); empty = all
+    kube_api_url: str = ""  # Kubernetes API URL; empty = in-cluster service account, else kubeconfig
+    kube_insecure: bool = False  # skip TLS verification of kube_api_url (tests and local clusters only)
+    liveness_port: Port = 8080  # /healthz for the liveness probe; 0 = off
+    peering: str = "medevents-operator"  # KopfPeering object for leader election among replicas
+    standalone: bool = False  # run without peering (one replica only)
+    watch_server_timeout_s: Annotated[float, Meta(ge=1)] = 300.0  # the API server closes watches after this
+    watch_client_timeout_s: Annotated[float, Meta(ge=1)] = 330.0  # give up on a silent watch after this
+    request_timeout_s: Positive = 10.0  # Kubernetes API requests of the operator's own client
+    stale_after_polls: Annotated[int, Meta(ge=1, le=100)] = 3  # polls without fresh lag -> Degraded
+
+    def __post_init__(self) -> None:
+        if self.kube_api_url and urlsplit(self.kube_api_url).scheme not in ("http", "https"):
+            raise SettingsError(
+                f"OPERATOR_KUBE_API_URL: expected https://host:port, got {self.kube_api_url!r}"
+            )
+        if self.watch_client_timeout_s <= self.watch_server_timeout_s:
+            raise SettingsError(
+                "OPERATOR_WATCH_CLIENT_TIMEOUT_S: must exceed OPERATOR_WATCH_SERVER_TIMEOUT_S "
+                f"({self.watch_server_timeout_s:g}), so the server ends watches cleanly first"
+            )
+
+    @property
+    def namespace_patterns(self) -> list[str]:
+        return [n.strip() for n in self.namespaces.split(",") if n.strip()]
 
 
 S = TypeVar("S", bound=_Settings)

@@ -61,7 +61,9 @@ async def connect(
         "name": name,
         "connect_timeout": settings.connect_timeout_s,
         "reconnect_time_wait": 0.5,
-        "max_reconnect_attempts": -1 if allow_reconnect else 0,
+        # nats-py treats 0 as "no limit" when picking a server, so a connect that must fail fast
+        # needs 1 (each server is tried twice, reconnect_time_wait apart, then NoServersError).
+        "max_reconnect_attempts": -1 if allow_reconnect else 1,
         "allow_reconnect": allow_reconnect,
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
