@@ -6,8 +6,9 @@ the sustained rate is the processed rate once the pod is full."""
 from __future__ import annotations
 
 from medevents.loadgen import LoadSpec, report, run_load
+from medevents.loadgen.plot import PlotUnavailable, plot
 
-from ._common import Outcome, Row, Servers, check, cpu_seconds, start_ingest, start_processor
+from ._common import RESULTS, Outcome, Row, Servers, check, cpu_seconds, start_ingest, start_processor
 
 NAME = "concurrency"
 TITLE = "4. Old demo's 5-6 s handler: events/min one processor sustains (order verified)"
@@ -42,6 +43,12 @@ async def run() -> Outcome:
             ingest.stop()
             processor.stop()
     data = report(result)
+    try:
+        picture = RESULTS / f"concurrency-{data['run_id']}.png"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        plot(data, picture)
+    except PlotUnavailable:
+        picture = None
     window = [s for s in result.samples if s.processed is not None and STEADY_FROM_S <= s.t <= SECONDS]
     sustained = None
     if len(window) >= 2 and window[-1].t > window[0].t:
