@@ -47,8 +47,9 @@ lint: $(VENV)/.dev-deps
 test: lint tools
 	$(BIN)/pytest
 
+# Benchmarks (not part of `make test`; docs/BENCHMARKS.md). The `plot` extra draws benchmark 4's run.
 bench: $(VENV)/.dev-deps
-	$(PIP) install --no-deps -e . --config-settings editable_mode=strict
+	$(PIP) install -e '.[plot]' --config-settings editable_mode=strict
 	$(BIN)/python -m bench
 
 soak: $(VENV)/.dev-deps
