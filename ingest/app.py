@@ -28,6 +28,7 @@ from medevents.subjects import ingest_subject, patient_token
 from ._auth import BearerAuth
 from ._body import BodyError, media_type, read_body
 from ._metrics import IngestMetrics
+from ._ratelimit import RateLimiter
 from .openapi import openapi_document
 from .publisher import Publisher, Unavailable
 
@@ -113,7 +114,8 @@ class IngestService:
     ) -> None:
         self.settings = settings
         self.metrics = IngestMetrics()
-        self.auth = BearerAuth(settings.tokens())
+        self.auth = BearerAuth(settings)
+        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         self.publisher = Publisher(nats_settings, stream_settings, settings, self.metrics)
         self._mongo_settings = mongo_settings
         self._mongo = store.mongo_client(mongo_settings, "medevents-ingest")
@@ -124,6 +126,19 @@ class IngestService:
     def _answer(self, request: Request, route: str, response: Response) -> Response:
         self.metrics.requests.labels(route, str(response.status_code)).inc()
         return response
+
+    def _admit(self, request: Request) -> ProblemResponse | None:
+        """None when the request may proceed; else the 401 or 429 problem to answer."""
+        client = self.auth.check(request)
+        if isinstance(client, ProblemResponse):
+            self.metrics.errors.labels("unauthorized").inc()
+            return client
+        wait = self.limiter.check(client)
+        if wait:
+            self.metrics.errors.labels("rate_limited").inc()
+            detail = f"more than {self.limiter.rate:g} requests per second; retry in {wait} s"
+            return problem(429, detail, headers={"Retry-After": str(wait)})
+        return None
 
     def _unavailable(self, exc: Unavailable) -> ProblemResponse:
         self.metrics.errors.labels(exc.kind).inc()
@@ -166,7 +181,7 @@ class IngestService:
     # -- routes ----------------------------------------------------------------------------
 
     async def post_event(self, request: Request) -> Response:
-        if (denied := self.auth.check(request)) is not None:
+        if (denied := self._admit(request)) is not None:
             return self._answer(request, "events", denied)
         try:
             body = await self._body(request, _JSON_TYPES, self.settings.max_body_bytes)
@@ -190,7 +205,7 @@ class IngestService:
         return self._answer(request, "events", Response(body_out, 202, media_type="application/json"))
 
     async def post_batch(self, request: Request) -> Response:
-        if (denied := self.auth.check(request)) is not None:
+        if (denied := self._admit(request)) is not None:
             return self._answer(request, "batch", denied)
         try:
             body = await self._body(request, _BATCH_TYPES, self.settings.max_batch_bytes)
@@ -238,7 +253,7 @@ class IngestService:
         return BatchItem(index, "queued", event_id, duplicate)
 
     async def get_event(self, request: Request) -> Response:
-        if (denied := self.auth.check(request)) is not None:
+        if (denied := self._admit(request)) is not None:
             return self._answer(request, "event", denied)
         event_id = request.path_params["event_id"]
         collection = store.processed_events(store.database(self._mongo, self._mongo_settings))
@@ -268,7 +283,13 @@ class IngestService:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.publisher.start()
-        log.info("ingest ready", extra={"auth": self.auth.enabled})
+        log.info(
+            "ingest ready",
+            extra={
+                "auth": self.auth.enabled,
+                "rate_limit_per_s": self.limiter.rate if self.limiter.enabled else 0,
+            },
+        )
         try:
             yield
         finally:

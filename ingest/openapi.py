@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from medevents.model import Event
+from medevents.model import EVENT_ID_PATTERN, MAX_DATA_DEPTH, Event
 
 __all__ = ["openapi_document"]
 
@@ -40,8 +40,38 @@ _ERRORS = {
     "413": _problem("Body too large"),
     "415": _problem("Wrong content type"),
     "422": _problem("Invalid event; `field` names the failing field"),
+    "429": _problem("Rate limit of this token (or address) exceeded; retry after Retry-After"),
     "503": _problem("Not durable now (NATS down, timeout, stream full); retry after Retry-After"),
 }
+
+
+def _event_data_schemas() -> dict[str, Any]:
+    """What ``data`` accepts, which msgspec's ``dict[str, Any]`` cannot say: keys neither starting
+    with `$` nor holding NUL, integers within 64 bits (the depth limit is only described)."""
+    value_ref = {"$ref": "#/components/schemas/EventDataValue"}
+    return {
+        "EventData": {
+            "type": "object",
+            "description": f"Free-form event data, at most {MAX_DATA_DEPTH} levels deep",
+            "propertyNames": {"pattern": "^(?!\\$)[^\\u0000]*$"},
+            "additionalProperties": value_ref,
+        },
+        "EventDataValue": {
+            "description": (
+                "Integer literals (no fraction, no exponent) must fit in 64 bits; numbers with a "
+                "fraction or an exponent are doubles of any finite size"
+            ),
+            "anyOf": [
+                {"type": "null"},
+                {"type": "boolean"},
+                {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+                {"type": "number", "not": {"type": "integer"}},
+                {"type": "string"},
+                {"type": "array", "items": value_ref},
+                {"$ref": "#/components/schemas/EventData"},
+            ],
+        },
+    }
 
 
 @functools.cache
@@ -51,6 +81,8 @@ def openapi_document() -> bytes:
     _, components = msgspec.json.schema_components(
         [Event, Accepted, BatchResult, Problem], ref_template="#/components/schemas/{name}"
     )
+    components["Event"]["properties"]["data"] = {"$ref": "#/components/schemas/EventData"}
+    components |= _event_data_schemas()
     security = [{"bearer": []}, {}]
     doc = {
         "openapi": "3.1.0",
@@ -75,7 +107,7 @@ def openapi_document() -> bytes:
                                 "type": "string",
                                 "minLength": 1,
                                 "maxLength": 128,
-                                "pattern": "^[!-~]+$",
+                                "pattern": EVENT_ID_PATTERN,
                             },
                         }
                     ],
@@ -97,7 +129,13 @@ def openapi_document() -> bytes:
                             "application/json": {
                                 "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}
                             },
-                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "application/x-ndjson": {
+                                "schema": {
+                                    "type": "array",
+                                    "description": "One event per line",
+                                    "items": {"$ref": "#/components/schemas/Event"},
+                                }
+                            },
                         },
                     },
                     "responses": {
@@ -117,7 +155,9 @@ def openapi_document() -> bytes:
                     ],
                     "responses": {
                         "200": {"description": "The processed event", "content": {"application/json": {}}},
+                        "401": _ERRORS["401"],
                         "404": _problem("Unknown: not processed yet, or never accepted"),
+                        "429": _ERRORS["429"],
                         "503": _problem("MongoDB unavailable"),
                     },
                 }

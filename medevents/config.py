@@ -27,6 +27,7 @@ __all__ = [
     "SettingsError",
     "StreamSettings",
     "load",
+    "redact_url",
 ]
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -36,6 +37,17 @@ NonNegative = Annotated[float, Meta(ge=0)]
 
 class SettingsError(Exception):
     """A setting is malformed or out of range; the message names the variable."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password or token in it replaced by ``***``, to print or log."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, sep, _ = userinfo.partition(":")
+    hidden = f"{user}:***" if sep else "***"
+    return parts._replace(netloc=f"{hidden}@{host}").geturl()
 
 
 class _Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -66,7 +78,9 @@ class NatsSettings(_Settings, frozen=True):
     def __post_init__(self) -> None:
         for url in self.servers:
             if urlsplit(url).scheme not in ("nats", "tls", "ws", "wss"):
-                raise SettingsError(f"NATS_URL: expected nats://host:port (comma separated), got {url!r}")
+                raise SettingsError(
+                    f"NATS_URL: expected nats://host:port (comma separated), got {redact_url(url)!r}"
+                )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE: set both or neither")
 
@@ -97,7 +111,9 @@ class MongoSettings(_Settings, frozen=True):
 
     def __post_init__(self) -> None:
         if urlsplit(self.uri).scheme not in ("mongodb", "mongodb+srv"):
-            raise SettingsError(f"MONGO_URI: expected mongodb://... or mongodb+srv://..., got {self.uri!r}")
+            raise SettingsError(
+                f"MONGO_URI: expected mongodb://... or mongodb+srv://..., got {redact_url(self.uri)!r}"
+            )
 
     @property
     def database(self) -> str:
@@ -129,17 +145,24 @@ class IngestSettings(_Settings, frozen=True):
     max_pending_publishes: Annotated[int, Meta(ge=1)] = 4000  # publishes awaiting a PubAck at once
     retry_after_s: Annotated[int, Meta(ge=1)] = 2  # Retry-After on 503
     auth_tokens: str = ""  # bearer tokens, comma separated; empty with no file = auth off
-    auth_tokens_file: str = ""  # file with one bearer token per line (a mounted Secret)
+    auth_tokens_file: str = ""  # file with one bearer token per line (a mounted Secret), re-read on change
+    rate_limit_per_s: NonNegative = 0.0  # requests per second per token (per address if auth is off); 0 = off
+    rate_limit_burst: Annotated[int, Meta(ge=1)] = 100  # requests a client may send at once before the limit
 
     def tokens(self) -> tuple[str, ...]:
-        """Every accepted bearer token, from the variable and the file."""
+        """Every accepted bearer token, from the variable and the file. A configured file that
+        cannot be read or holds no token is an error: it must never turn authentication off."""
         found = [t.strip() for t in self.auth_tokens.split(",")]
         if self.auth_tokens_file:
             try:
                 with open(self.auth_tokens_file, encoding="utf-8") as f:
-                    found += [line.strip() for line in f]
-            except OSError as exc:
-                raise SettingsError(f"INGEST_AUTH_TOKENS_FILE: cannot read: {exc.strerror}") from exc
+                    from_file = [line.strip() for line in f if line.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+                raise SettingsError(f"INGEST_AUTH_TOKENS_FILE: cannot read: {reason}") from exc
+            if not from_file:
+                raise SettingsError("INGEST_AUTH_TOKENS_FILE: the file holds no token")
+            found += from_file
         return tuple(t for t in found if t)
 
 

@@ -25,12 +25,14 @@ __all__ = [
 
 # No control characters, no invisible formatting (zero-width, bidirectional marks, BOM),
 # no line or paragraph separators: every character of an identifier is one a person can see.
-_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]+$"
+# `(?!\n)` before `$`: Python's `$` also matches before a final newline, which would let
+# "id\n" through (JSON Schema's ECMA-262 `$` does not; the pattern means the same in both).
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]+(?!\n)$"
 
 PatientId = Annotated[str, Meta(min_length=1, max_length=256, pattern=_PRINTABLE)]
 EventType = Annotated[str, Meta(min_length=1, max_length=64, pattern=_PRINTABLE)]
 # Event ids travel as the NATS header Nats-Msg-Id: visible ASCII only, no spaces.
-EVENT_ID_PATTERN = r"^[!-~]+$"
+EVENT_ID_PATTERN = r"^[!-~]+(?!\n)$"
 EventId = Annotated[str, Meta(min_length=1, max_length=128, pattern=EVENT_ID_PATTERN)]
 
 # MongoDB documents nest at most 100 levels and hold 64-bit integers: reject at the door what
@@ -92,6 +94,10 @@ def decode_event(body: bytes) -> Event:
         return check_event(_event_decoder.decode(body))
     except RecursionError:
         raise EventInvalid("$", "Nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        # msgspec raises this, not DecodeError, for invalid UTF-8 inside a string of a free-form
+        # value (``data``); it is malformed input all the same.
+        raise msgspec.DecodeError(f"JSON is malformed: invalid UTF-8 (byte {exc.start})") from None
 
 
 def decode_events(body: bytes) -> list[msgspec.Raw]:

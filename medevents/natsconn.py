@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
@@ -15,7 +19,7 @@ from nats.js.errors import NotFoundError
 from medevents import topology
 from medevents.config import NatsSettings, StreamSettings
 
-__all__ = ["connect", "ensure_stream", "stream_mismatches"]
+__all__ = ["NatsUnavailable", "connect", "ensure_stream", "stream_mismatches"]
 
 log = logging.getLogger("medevents.nats")
 
@@ -38,8 +42,11 @@ async def connect(
     on_state: Callable[[str], Awaitable[None]] | None = None,
     allow_reconnect: bool = True,
 ) -> NATS:
-    """Connect once (fail fast at start-up), then reconnect forever in the background."""
+    """Connect once (fail fast at start-up: :class:`NatsUnavailable` after trying each server
+    twice), then reconnect forever in the background."""
     client: list[NATS] = []
+    errors: list[BaseException] = []
+    window: list[asyncio.Timeout] = []
 
     async def disconnected() -> None:
         if client and (client[0].is_closed or client[0].is_draining):
@@ -54,16 +61,23 @@ async def connect(
             await on_state("reconnected")
 
     async def error(exc: Exception) -> None:
+        errors.append(exc)
         log.warning("nats error: %s", type(exc).__name__)
+        if isinstance(exc, ssl.SSLError) and window and not client[0].is_connected:
+            # A refused certificate will not change on retry, and nats-py hangs after a failed
+            # TLS upgrade (it waits for the old plain socket to close): give up now.
+            window[0].reschedule(asyncio.get_running_loop().time())
 
     options: dict[str, Any] = {
         "servers": settings.servers,
         "name": name,
         "connect_timeout": settings.connect_timeout_s,
         "reconnect_time_wait": 0.5,
-        # nats-py treats 0 as "no limit" when picking a server, so a connect that must fail fast
-        # needs 1 (each server is tried twice, reconnect_time_wait apart, then NoServersError).
-        "max_reconnect_attempts": -1 if allow_reconnect else 1,
+        # The first connection fails fast whatever allow_reconnect says: nats-py retries it as
+        # often as later ones, so -1 would wait forever on a wrong password or an absent server.
+        # nats-py treats 0 as "no limit" when picking a server, hence 1 (each server is tried
+        # twice, reconnect_time_wait apart, then NoServersError). Unbounded once connected.
+        "max_reconnect_attempts": 1,
         "allow_reconnect": allow_reconnect,
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
@@ -78,8 +92,59 @@ async def connect(
         options["user_credentials"] = settings.creds_file
     if settings.nkey_seed_file:
         options["nkeys_seed"] = settings.nkey_seed_file
-    client.append(await nats.connect(**options))
-    return client[0]
+    nc = NATS()
+    client.append(nc)
+    # Each server twice, each attempt bounded by the connect timeout, plus the waits between.
+    bound = len(settings.servers) * 2 * (settings.connect_timeout_s + 1.0) + 1.0
+    try:
+        async with asyncio.timeout(bound) as cm:
+            window.append(cm)
+            await nc.connect(**options)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        # nats-py leaves the socket open after a refused first connection; closing can hang on
+        # the same half-upgraded socket, hence the bound.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await nc.close()
+        reason = _reason([*errors, exc])
+        where = ", ".join(_host_port(url) for url in settings.servers)
+        log.warning("cannot connect to NATS", extra={"servers": where, "reason": reason})
+        raise NatsUnavailable(f"cannot connect to NATS at {where}: {reason}") from None
+    nc.options["max_reconnect_attempts"] = -1 if allow_reconnect else 1
+    return nc
+
+
+class NatsUnavailable(ConnectionError):
+    """No NATS server took the first connection; the message says why, never with a secret."""
+
+
+def _host_port(url: str) -> str:
+    """A server URL without any user:password in it."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _reason(errors: list[BaseException]) -> str:
+    """Why a connection failed, in words safe to log (server error texts can quote subjects, which
+    hold patient tokens, so only the ones recognised here are named). A refused login is often
+    followed by a broken pipe: the most telling error wins."""
+    for exc in errors:
+        if isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower():
+            return (
+                "authorization violation (check NATS_USER/NATS_PASSWORD, NATS_TOKEN, "
+                "NATS_NKEY_SEED_FILE or NATS_CREDS_FILE)"
+            )
+    for exc in errors:
+        if isinstance(exc, ssl.SSLError):
+            hint = "check NATS_TLS_CA_FILE and the client certificate"
+            return f"TLS failed: {exc.reason or type(exc).__name__} ({hint})"
+    # NoServersError only says that every attempt failed; the attempt's own error says why.
+    last = next((e for e in reversed(errors) if not isinstance(e, nats.errors.NoServersError)), errors[-1])
+    if isinstance(last, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(last, TimeoutError):
+        return "timed out"
+    return type(last).__name__
 
 
 _COMPARED = ("subjects", "retention", "discard", "num_replicas", "duplicate_window", "max_age", "max_bytes")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medevents import logs
-from medevents.config import LogSettings, NatsSettings, StreamSettings, load
+from medevents.config import LogSettings, NatsSettings, StreamSettings, load, redact_url
 from medevents.local.procs import Child, spawn
 from medevents.local.servers import EmbeddedMongo, EmbeddedNats, free_port
 from medevents.natsconn import connect, ensure_stream
@@ -195,7 +195,8 @@ class LocalSystem:
         self.nats.stop()
 
     def banner(self) -> str:
-        lines = ["medevents is up:"] + [f"  {name:<12} {url}" for name, url in self.endpoints().items()]
+        endpoints = self.endpoints().items()
+        lines = ["medevents is up:"] + [f"  {name:<12} {redact_url(url)}" for name, url in endpoints]
         lines += [
             f"  data         {self.data_dir}",
             f"  logs         {self.logs_dir}",

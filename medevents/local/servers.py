@@ -23,6 +23,9 @@ def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
     """``preferred`` if it is free, else a free port the kernel picks."""
     for port in (preferred, 0) if preferred else (0,):
         with socket.socket() as s:
+            # As the servers bind (uvicorn and nats-server set SO_REUSEADDR): a port whose old
+            # connections linger in TIME_WAIT after a restart is free, a listening one is not.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:
@@ -81,6 +84,12 @@ class EmbeddedNats(_Embedded):
 
     name = "nats-server"
 
+    def __init__(
+        self, data_dir: Path, port: int = 0, host: str = "127.0.0.1", *, config: Path | None = None
+    ) -> None:
+        super().__init__(data_dir, port, host)
+        self.config = config  # a nats-server config file (auth, TLS); the flags below win over it
+
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
@@ -95,6 +104,7 @@ class EmbeddedNats(_Embedded):
             "--addr", self.host,
             "--port", str(self.port),
             "--server_name", "medevents-local",
+            *(["--config", str(self.config)] if self.config else []),
         ]  # fmt: skip
         self.child = spawn(self.name, argv, log_path=self.log)
         _wait_for_log(self.child, self.log, b"Server is ready", timeout)

@@ -1,0 +1,157 @@
+"""`medevents up` as a user runs it: starts, writes endpoints.json, keeps events across restarts,
+stops every child on SIGTERM, takes them down when it is SIGKILLed, and restarts a killed ingest
+without ever answering 202 for an event that is not in the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import msgspec
+import nats
+import pytest
+
+from .localup import LocalUp, descendants, wait_gone
+
+JSON = {"Content-Type": "application/json"}
+
+
+def event(i: int, event_id: str | None = None) -> bytes:
+    body = {"patientId": f"p-{i % 5}", "type": "vitals", "data": {"i": i}, "ts": "2025-10-01T10:30:00Z"}
+    if event_id:
+        body["eventId"] = event_id
+    return msgspec.json.encode(body)
+
+
+async def stream_ids(nats_url: str) -> list[str]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info("EVENTS")
+        ids = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg("EVENTS", seq)
+            ids.append((msg.headers or {})["Nats-Msg-Id"])
+        return ids
+    finally:
+        await nc.close()
+
+
+async def test_up_restarts_with_data_and_stops_its_children(tmp_path: Path) -> None:
+    up = LocalUp(tmp_path / "data")
+    try:
+        endpoints = up.start()
+        assert {"ingest", "nats", "mongo"} <= endpoints.keys()
+        assert endpoints["ingest"] == up.url
+        async with httpx.AsyncClient(base_url=up.url) as client:
+            health = await client.get("/health")
+            assert health.json() == {"status": "ok", "service": "ingest-service"}
+            assert (await client.get("/readyz")).status_code == 200
+            accepted = []
+            for i in range(20):
+                response = await client.post("/events", content=event(i), headers=JSON)
+                assert response.status_code == 202
+                accepted.append(response.json()["eventId"])
+
+        children = descendants(up.pid)
+        assert len(children) >= 3, "nats-server, the Mongo-wire server and the ingest"
+        up.signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+        assert wait_gone(children, 10) == set(), "SIGTERM left children running"
+
+        endpoints = up.start()  # same data directory
+        assert await stream_ids(endpoints["nats"]) == accepted, "events survive a restart, in order"
+        async with httpx.AsyncClient(base_url=up.url) as client:
+            again = await client.post("/events", content=event(3), headers=JSON)
+        assert again.json() == {"status": "queued", "eventId": accepted[3], "duplicate": True}
+
+        children = descendants(up.pid)
+        up.signal(signal.SIGKILL)
+        up.wait(10)
+        assert wait_gone(children, 15) == set(), "children outlived a SIGKILLed runner"
+    finally:
+        up.stop()
+
+
+async def kill_ingest_under_load(up: LocalUp, kills: int) -> None:
+    """16 clients post without pause; the ingest is SIGKILLed ``kills`` times, each time after the
+    runner's new one has accepted 100 more events. Every 202 must name an event in the stream."""
+    endpoints = up.start()
+    acknowledged: set[str] = set()
+    failures = 0
+    stop = asyncio.Event()
+    counter = iter(range(10_000_000))
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal failures
+        while not stop.is_set():
+            event_id = f"kill-test-{next(counter)}"
+            try:
+                response = await client.post("/events", content=event(0, event_id), headers=JSON)
+            except httpx.TransportError:
+                failures += 1
+                await asyncio.sleep(0.05)
+                continue
+            if response.status_code == 202:
+                assert response.json()["eventId"] == event_id
+                acknowledged.add(event_id)
+            else:
+                assert response.status_code == 503, response.text
+
+    async def accepted_more(n: int) -> None:
+        target = len(acknowledged) + n
+        while len(acknowledged) < target:
+            await asyncio.sleep(0.01)
+
+    async with httpx.AsyncClient(base_url=up.url, timeout=10) as client:
+        loops = [asyncio.create_task(client_loop(client)) for _ in range(16)]
+        try:
+            await accepted_more(200)
+            for _ in range(kills):
+                pid = up.child_pid("medevents ingest")
+                os.kill(pid, signal.SIGKILL)
+                async with asyncio.timeout(90):
+                    while (new_pid := await asyncio.to_thread(up.ingest_pid_or_none)) in (None, pid):
+                        await asyncio.sleep(0.1)  # the runner restarts it after a back-off
+                    await accepted_more(100)  # and the new one accepts again
+                assert new_pid != pid
+        finally:
+            stop.set()
+            await asyncio.gather(*loops)
+    assert failures > 0, "the kills happened while requests were in flight"
+    stored = set(await stream_ids(endpoints["nats"]))
+    assert acknowledged <= stored, f"202 without the event in the stream: {sorted(acknowledged - stored)[:5]}"
+
+
+async def test_ingest_killed_mid_request_never_acknowledges_a_lost_event(tmp_path: Path) -> None:
+    up = LocalUp(tmp_path / "data")
+    try:
+        await kill_ingest_under_load(up, kills=1)
+    finally:
+        up.stop()
+
+
+@pytest.mark.soak
+async def test_ingest_killed_again_and_again(tmp_path: Path) -> None:
+    """Soak (`make soak`): ten kills in a row; the runner's back-off grows, no 202 is ever lost."""
+    up = LocalUp(tmp_path / "data")
+    try:
+        await kill_ingest_under_load(up, kills=10)
+    finally:
+        up.stop()
+
+
+def test_endpoints_file_is_valid_json_with_urls(tmp_path: Path) -> None:
+    up = LocalUp(tmp_path / "data")
+    try:
+        up.start()
+        endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
+        assert endpoints["nats"].startswith("nats://127.0.0.1:")
+        assert endpoints["mongo"].startswith("mongodb://127.0.0.1:")
+        assert oct((tmp_path / "data" / "patient-hash.key").stat().st_mode & 0o777) == "0o600"
+    finally:
+        up.stop()

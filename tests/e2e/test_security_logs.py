@@ -1,0 +1,133 @@
+"""No patient data in logs: a whole `medevents up` run at DEBUG, fed events with distinctive
+patient ids, data values and tokens (accepted, rejected, unauthorised, batched, looked up), then
+every log line it and its children wrote is searched for them.
+
+The scan covers every log file under the data directory, so processors and the operator are
+checked as soon as `medevents up` runs them. Event ids are logged by design (they are how
+operators trace an event): clients must not build them from patient data (docs/SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from medevents.subjects import patient_token
+
+from .localup import LocalUp
+
+MARK = os.urandom(4).hex()
+TOKEN = f"tok-SECRET-{MARK}"
+WRONG_TOKEN = f"wrongtok-SECRET-{MARK}"
+PATIENTS = [f"PATIENT-SECRET-{MARK}", f"Zoë Secretpatient {MARK}", f"2.16.840.1.{int(MARK, 16)}"]
+DATA_VALUES = [f"DATA-SECRET-{MARK}", f"diagnosis-{MARK}-é"]
+DATA_NUMBER = 7_700_000_000 + int(MARK, 16) % 1000  # a distinctive number in data
+
+
+def secrets() -> list[str]:
+    """Everything that must never appear, in every form it could be written in."""
+    plain = [TOKEN, WRONG_TOKEN, *PATIENTS, *DATA_VALUES, str(DATA_NUMBER)]
+    forms = set(plain)
+    for value in plain:
+        forms.add(json.dumps(value)[1:-1])  # JSON with \\u escapes
+        forms.add(value.encode("unicode_escape").decode("ascii"))  # repr-style escapes
+    forms |= {patient_token(p) for p in PATIENTS}  # subject tokens are reversible: patient data too
+    return sorted(forms)
+
+
+def patient_ref(key: str, patient: str) -> str:
+    return hmac.new(key.encode(), patient.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def events() -> list[dict[str, object]]:
+    return [
+        {
+            "patientId": patient,
+            "type": "vitals",
+            "data": {"note": DATA_VALUES[i % 2], "value": DATA_NUMBER, "nested": {"v": [DATA_VALUES[1]]}},
+            "ts": "2025-10-01T10:30:00Z",
+        }
+        for i, patient in enumerate(PATIENTS)
+    ]
+
+
+def test_no_patient_data_or_token_in_any_log(tmp_path: Path) -> None:
+    up = LocalUp(tmp_path / "data", env={"LOG_LEVEL": "DEBUG", "INGEST_AUTH_TOKENS": f"other-token,{TOKEN}"})
+    try:
+        up.start()
+        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        with httpx.Client(base_url=up.url, timeout=30) as client:
+            ids = []
+            for body in events():
+                response = client.post("/events", content=msgspec.json.encode(body), headers=auth)
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["eventId"])
+            # The same events again (duplicates), as a batch, and as NDJSON.
+            batch = client.post("/events/batch", content=msgspec.json.encode(events()), headers=auth)
+            assert batch.status_code == 202
+            ndjson = b"\n".join(msgspec.json.encode({**e, "type": "ndjson"}) for e in events())
+            assert (
+                client.post(
+                    "/events/batch", content=ndjson, headers={**auth, "Content-Type": "application/x-ndjson"}
+                ).status_code
+                == 202
+            )
+            # Rejections that quote the input back to the client must not quote it to the logs.
+            for bad in (
+                {**events()[0], "patientId": PATIENTS[0] + "\n"},
+                {**events()[1], "ts": "not a time"},
+                {**events()[0], "data": {"$" + DATA_VALUES[0]: 1}},
+                {**events()[2], "unknown": DATA_VALUES[0]},
+            ):
+                assert (
+                    client.post("/events", content=msgspec.json.encode(bad), headers=auth).status_code == 422
+                )
+            assert (
+                client.post(
+                    "/events", content=b'{"patientId":"' + PATIENTS[0].encode(), headers=auth
+                ).status_code
+                == 400
+            )
+            wrong = {**auth, "Authorization": f"Bearer {WRONG_TOKEN}"}
+            assert (
+                client.post("/events", content=msgspec.json.encode(events()[0]), headers=wrong).status_code
+                == 401
+            )
+            assert (
+                client.post(
+                    "/events",
+                    content=msgspec.json.encode(events()[0]),
+                    headers={**auth, "Idempotency-Key": f"key-{MARK}"},
+                ).status_code
+                == 202
+            )
+            for event_id in ids:
+                assert client.get(f"/events/{event_id}", headers=auth).status_code in (200, 404)
+            assert client.get(f"/events/{PATIENTS[0]}", headers=auth).status_code == 404
+        up.signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+    finally:
+        up.stop()
+
+    files = list(up.log_files())
+    names = {f.name for f in files}
+    assert {"ingest.log", "runner-0.out", "nats-server.log"} <= names, names
+    leaks = []
+    for path in files:
+        text = path.read_bytes().decode("utf-8", "replace")
+        leaks += [(path.name, secret) for secret in secrets() if secret in text]
+    assert not leaks, f"patient data or tokens in logs: {leaks}"
+
+    # The scan saw the DEBUG lines that name each event: by event id and the keyed patient hash.
+    key = (tmp_path / "data" / "patient-hash.key").read_text().strip()
+    ingest_log = (tmp_path / "data" / "logs" / "ingest.log").read_text()
+    for patient in PATIENTS:
+        assert patient_ref(key, patient) in ingest_log
+    assert all(event_id in ingest_log for event_id in ids)
