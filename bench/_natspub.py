@@ -1,0 +1,83 @@
+"""The ceiling under ingest: how fast one Python process gets JetStream PubAcks for events, with
+the same technique as ingest's publisher (many publishes pending on one reply subscription,
+bounded by a window) and no HTTP at all."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from nats.aio.msg import Msg
+
+from medevents.config import NatsSettings, StreamSettings
+from medevents.loadgen.events import EventFactory
+from medevents.loadgen.stats import Summary, summarize
+from medevents.natsconn import connect, ensure_stream
+from medevents.subjects import ingest_subject
+
+__all__ = ["publish_latency", "publish_rate"]
+
+
+async def publish_rate(nats_url: str, seconds: float, window: int = 4000, patients: int = 1000) -> float:
+    """PubAcks per second over ``seconds``, at most ``window`` publishes pending at once."""
+    nc = await connect(NatsSettings(url=nats_url), "medevents-bench")
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, StreamSettings())
+        run = uuid.uuid4().hex[:8]
+        factory = EventFactory(run, patients, 256)
+        bodies = [(ingest_subject(factory.patient_id(p)), factory.body(p, 0)) for p in range(patients)]
+        inbox = nc.new_inbox() + "."
+        slots = asyncio.Semaphore(window)
+        acked = 0
+
+        async def on_reply(msg: Msg) -> None:
+            nonlocal acked
+            acked += 1
+            slots.release()
+
+        await nc.subscribe(inbox + "*", cb=on_reply)
+        n = 0
+        started = time.monotonic()
+        end = started + seconds
+        while time.monotonic() < end:
+            await slots.acquire()
+            subject, body = bodies[n % patients]
+            await nc.publish(subject, body, reply=inbox + str(n), headers={"Nats-Msg-Id": f"{run}-{n}"})
+            n += 1
+        return acked / (time.monotonic() - started)
+    finally:
+        await nc.close()
+
+
+async def publish_latency(nats_url: str, rate: float, seconds: float, patients: int = 1000) -> Summary:
+    """Percentiles of the JetStream PubAck wait when one Python process publishes at ``rate``
+    per second on a fixed schedule (``js.publish``, one coroutine per event): the part of ingest's
+    latency that is NATS and the machine, not HTTP."""
+    nc = await connect(NatsSettings(url=nats_url), "medevents-bench")
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, StreamSettings())
+        run = uuid.uuid4().hex[:8]
+        factory = EventFactory(run, patients, 256)
+        bodies = [(ingest_subject(factory.patient_id(p)), factory.body(p, 0)) for p in range(patients)]
+        waits: list[float] = []
+
+        async def one(n: int) -> None:
+            subject, body = bodies[n % patients]
+            started = time.perf_counter()
+            await js.publish(subject, body, headers={"Nats-Msg-Id": f"{run}-{n}"})
+            waits.append(time.perf_counter() - started)
+
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(n)))
+        await asyncio.gather(*tasks)
+        return summarize(waits)
+    finally:
+        await nc.close()
