@@ -5,10 +5,15 @@ bounded by a window) and no HTTP at all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from typing import NamedTuple
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from medevents.config import NatsSettings, StreamSettings
 from medevents.loadgen.events import EventFactory
@@ -19,8 +24,14 @@ from medevents.subjects import ingest_subject
 __all__ = ["publish_latency", "publish_rate"]
 
 
-async def publish_rate(nats_url: str, seconds: float, window: int = 4000, patients: int = 1000) -> float:
-    """PubAcks per second over ``seconds``, at most ``window`` publishes pending at once."""
+class Bodies(NamedTuple):
+    run: str
+    items: list[tuple[str, bytes]]
+
+
+@contextlib.asynccontextmanager
+async def _publisher(nats_url: str, patients: int) -> AsyncIterator[tuple[NATS, JetStreamContext, Bodies]]:
+    """A connection, the stream, and one event body per patient (subject, payload, run id)."""
     nc = await connect(NatsSettings(url=nats_url), "medevents-bench")
     try:
         js = nc.jetstream()
@@ -28,6 +39,15 @@ async def publish_rate(nats_url: str, seconds: float, window: int = 4000, patien
         run = uuid.uuid4().hex[:8]
         factory = EventFactory(run, patients, 256)
         bodies = [(ingest_subject(factory.patient_id(p)), factory.body(p, 0)) for p in range(patients)]
+        yield nc, js, Bodies(run, bodies)
+    finally:
+        await nc.close()
+
+
+async def publish_rate(nats_url: str, seconds: float, window: int = 4000, patients: int = 1000) -> float:
+    """PubAcks per second over ``seconds``, at most ``window`` publishes pending at once."""
+    async with _publisher(nats_url, patients) as (nc, _, prepared):
+        run, bodies = prepared.run, prepared.items
         inbox = nc.new_inbox() + "."
         slots = asyncio.Semaphore(window)
         acked = 0
@@ -47,21 +67,14 @@ async def publish_rate(nats_url: str, seconds: float, window: int = 4000, patien
             await nc.publish(subject, body, reply=inbox + str(n), headers={"Nats-Msg-Id": f"{run}-{n}"})
             n += 1
         return acked / (time.monotonic() - started)
-    finally:
-        await nc.close()
 
 
 async def publish_latency(nats_url: str, rate: float, seconds: float, patients: int = 1000) -> Summary:
     """Percentiles of the JetStream PubAck wait when one Python process publishes at ``rate``
     per second on a fixed schedule (``js.publish``, one coroutine per event): the part of ingest's
     latency that is NATS and the machine, not HTTP."""
-    nc = await connect(NatsSettings(url=nats_url), "medevents-bench")
-    try:
-        js = nc.jetstream()
-        await ensure_stream(js, StreamSettings())
-        run = uuid.uuid4().hex[:8]
-        factory = EventFactory(run, patients, 256)
-        bodies = [(ingest_subject(factory.patient_id(p)), factory.body(p, 0)) for p in range(patients)]
+    async with _publisher(nats_url, patients) as (_, js, prepared):
+        run, bodies = prepared.run, prepared.items
         waits: list[float] = []
 
         async def one(n: int) -> None:
@@ -79,5 +92,3 @@ async def publish_latency(nats_url: str, rate: float, seconds: float, patients: 
             tasks.append(asyncio.create_task(one(n)))
         await asyncio.gather(*tasks)
         return summarize(waits)
-    finally:
-        await nc.close()
