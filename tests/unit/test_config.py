@@ -6,6 +6,7 @@ import pytest
 
 from medevents.config import (
     IngestSettings,
+    LocalSettings,
     MongoSettings,
     NatsSettings,
     ProcessorSettings,
@@ -29,6 +30,11 @@ def test_old_names_keep_working() -> None:
     assert load(StreamSettings, {"MEDEVENTS_PARTITIONS": "8"}).partitions == 8
 
 
+def test_nats_fsyncs_before_acknowledging_unless_opted_out() -> None:
+    assert load(LocalSettings, {}).nats_sync == "always"
+    assert load(LocalSettings, {"MEDEVENTS_NATS_SYNC": "interval"}).nats_sync == "interval"
+
+
 def test_prefixed_name_wins_over_alias() -> None:
     assert load(IngestSettings, {"INGEST_PORT": "1", "PORT": "2"}).port == 1
 
@@ -50,6 +56,7 @@ def test_prefixed_name_wins_over_alias() -> None:
         (NatsSettings, {"NATS_URL": "http://x"}, "NATS_URL"),
         (NatsSettings, {"NATS_TLS_CERT_FILE": "/c"}, "NATS_TLS_CERT_FILE"),
         (IngestSettings, {"INGEST_AUTH_TOKENS_FILE": "/does/not/exist"}, "INGEST_AUTH_TOKENS_FILE"),
+        (LocalSettings, {"MEDEVENTS_NATS_SYNC": "never"}, "MEDEVENTS_NATS_SYNC"),
     ],
 )
 def test_bad_value_names_the_variable(cls: type[_Settings], env: dict[str, str], variable: str) -> None:
