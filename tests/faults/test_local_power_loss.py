@@ -15,7 +15,6 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -72,9 +71,8 @@ class Poster:
 
 
 @contextlib.asynccontextmanager
-async def observer(up: LocalUp) -> AsyncIterator[Observer]:
-    endpoints = up.start()
-    watching = Observer(None, endpoints["mongo"])
+async def watch(mongo_uri: str) -> AsyncIterator[Observer]:
+    watching = Observer(None, mongo_uri)
     await watching.start()
     try:
         yield watching
@@ -105,24 +103,26 @@ async def until_stored(watching: Observer, poster: Poster, timeout: float) -> Ve
         await asyncio.sleep(0.5)
 
 
+CUT_AT = (1 / 3, 2 / 3, 1 / 6, 1 / 2)  # share of a round's events processed when the power goes
+
+
 async def crash_and_recover(
-    power_disk: PowerLossDisk, tmp_path: Path, *, patients: int, per_patient: int, cuts: int, power: bool
+    power_disk: PowerLossDisk, *, patients: int, per_patient: int, cuts: int, power: bool
 ) -> None:
     up = LocalUp(power_disk.mnt, ENV)
-    factory = EventFactory(uuid.uuid4().hex[:8], patients, 200)
     try:
+        endpoints = up.start()
         for round_ in range(cuts):
-            async with observer(up) as watching:
-                poster = Poster(up.url, factory, per_patient)
+            poster = Poster(up.url, EventFactory(uuid.uuid4().hex[:8], patients, 200), per_patient)
+            async with watch(endpoints["mongo"]) as watching:
                 posting = asyncio.create_task(poster.run())
-                # Cut once some events are processed and others still wait (or are being posted).
-                target = max(1, patients * per_patient // 3)
+                target = max(1, int(patients * per_patient * CUT_AT[round_ % len(CUT_AT)]))
                 deadline = time.monotonic() + 60
                 while (await watching.processed() or 0) < target and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
                 processed_before = await watching.processed() or 0
                 accepted_before = poster.accepted
-            kill_everything(up)  # (the observer's client is closed first: no socket to a dead server)
+            kill_everything(up)  # after closing the observer's client: no socket to a dead server
             await posting
             report = power_disk.cut() if power else None
             if power:
@@ -134,23 +134,23 @@ async def crash_and_recover(
             assert 0 < processed_before < poster.accepted, "the cut must come part-way through processing"
             if report is not None:
                 assert report["pending_files"] > 0, "the cut took nothing back: the layer did not bite"
-            async with observer(up) as watching:
+            endpoints = up.start()
+            async with watch(endpoints["mongo"]) as watching:
                 result = await until_stored(watching, poster, timeout=90)
             assert result.ok, f"round {round_}: {result}"
             assert result.expected == poster.accepted and result.stored_twice == 0
-            factory = EventFactory(uuid.uuid4().hex[:8], patients, 200)  # next round: new patients
     finally:
         up.stop()
 
 
-async def test_power_cut_loses_no_accepted_event(power_disk: PowerLossDisk, tmp_path: Path) -> None:
-    await crash_and_recover(power_disk, tmp_path, patients=30, per_patient=8, cuts=1, power=True)
+async def test_power_cut_loses_no_accepted_event(power_disk: PowerLossDisk) -> None:
+    await crash_and_recover(power_disk, patients=30, per_patient=8, cuts=1, power=True)
 
 
-async def test_crash_loses_no_accepted_event(power_disk: PowerLossDisk, tmp_path: Path) -> None:
-    await crash_and_recover(power_disk, tmp_path, patients=30, per_patient=8, cuts=1, power=False)
+async def test_crash_loses_no_accepted_event(power_disk: PowerLossDisk) -> None:
+    await crash_and_recover(power_disk, patients=30, per_patient=8, cuts=1, power=False)
 
 
 @pytest.mark.soak
-async def test_power_cuts_in_a_row_lose_no_accepted_event(power_disk: PowerLossDisk, tmp_path: Path) -> None:
-    await crash_and_recover(power_disk, tmp_path, patients=100, per_patient=20, cuts=4, power=True)
+async def test_power_cuts_in_a_row_lose_no_accepted_event(power_disk: PowerLossDisk) -> None:
+    await crash_and_recover(power_disk, patients=100, per_patient=20, cuts=4, power=True)
