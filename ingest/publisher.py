@@ -95,6 +95,12 @@ class Publisher:
         if not self._nc.is_closed:
             await self._nc.drain()
 
+    def jetstream(self) -> JetStreamContext:
+        """This connection's JetStream context, for reads (the patient summary's pending count)."""
+        if self._nc is None or self._js is None or not self._nc.is_connected:
+            raise Unavailable("nats_down", "NATS is not connected")
+        return self._js
+
     async def readiness(self) -> list[str]:
         if self._nc is None or self._js is None:
             return ["not started"]
