@@ -35,7 +35,14 @@ from ._body import BodyError, media_type, read_body
 from ._metrics import IngestMetrics
 from ._ratelimit import RateLimiter
 from .openapi import openapi_document
-from .patients import BadParameter, parse_patient_path, parse_timeline_query, read_summary, read_timeline
+from .patients import (
+    ANY_PATH,
+    BadParameter,
+    parse_patient_path,
+    parse_timeline_query,
+    read_summary,
+    read_timeline,
+)
 from .publisher import Publisher, Unavailable
 from .wire import processed_event
 
@@ -354,7 +361,7 @@ class IngestService:
             Route("/events", self.post_event, methods=["POST"]),
             Route("/events/batch", self.post_batch, methods=["POST"]),
             Route("/events/{event_id:str}", self.get_event, methods=["GET"]),
-            Route("/patients/{patient:path}", self.get_patient, methods=["GET"]),
+            Route(f"/patients/{{patient:{ANY_PATH}}}", self.get_patient, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry),
         ]
