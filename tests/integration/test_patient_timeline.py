@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -17,16 +15,16 @@ from nats.js import JetStreamContext
 from pymongo import ASCENDING, AsyncMongoClient
 
 from medevents import store
-from medevents.config import IngestSettings, MongoSettings, NatsSettings
+from medevents.config import MongoSettings, NatsSettings
 from medevents.ingest import patients
-from medevents.local import EmbeddedNats, free_port
+from medevents.local import EmbeddedNats
 from medevents.model import Event
 from medevents.processor import HandlerContext, HandlerResult, PermanentError
 from medevents.store import Document
 from medevents.subjects import patient_token, token_of_stored
 from medevents.timeline import patient_path
 
-from .conftest import RunningIngest, start_ingest, stream_messages
+from .conftest import RunningIngest, running_ingest, stream_messages
 from .processor_support import running_processor
 
 JSON = {"Content-Type": "application/json"}
@@ -304,26 +302,11 @@ async def test_failed_events_in_the_timeline_and_the_summary(
     assert "cannot read this device" in events[1]["result"]["message"]
 
 
-@asynccontextmanager
-async def running(
-    nats_settings: NatsSettings, mongo_settings: MongoSettings, **settings: Any
-) -> AsyncIterator[RunningIngest]:
-    ingest, server, task = await start_ingest(
-        nats_settings, mongo_settings, IngestSettings(port=free_port(), **settings)
-    )
-    try:
-        yield ingest
-    finally:
-        await ingest.client.aclose()
-        server.should_exit = True
-        await task
-
-
 async def test_auth_and_rate_limit_guard_the_patient_routes(
     nats_settings: NatsSettings, mongo_settings: MongoSettings
 ) -> None:
     paths = [patient_path("a/b") + "/events", patient_path("a/b")]
-    async with running(nats_settings, mongo_settings, auth_tokens="reader-token") as ingest:
+    async with running_ingest(nats_settings, mongo_settings, auth_tokens="reader-token") as ingest:
         for path in paths:
             for headers in ({}, {"Authorization": "Bearer wrong"}):
                 response = await ingest.client.get(path, headers=headers)
@@ -335,7 +318,8 @@ async def test_auth_and_rate_limit_guard_the_patient_routes(
             assert (await ingest.client.get(path + "?limit=0")).status_code == 401
             ok = await ingest.client.get(path, headers={"Authorization": "Bearer reader-token"})
             assert ok.status_code == 200, ok.text
-    async with running(nats_settings, mongo_settings, rate_limit_per_s=0.01, rate_limit_burst=2) as ingest:
+    throttled = {"rate_limit_per_s": 0.01, "rate_limit_burst": 2}
+    async with running_ingest(nats_settings, mongo_settings, **throttled) as ingest:
         statuses = [(await ingest.client.get(paths[i % 2])).status_code for i in range(3)]
         assert statuses == [200, 200, 429]
         limited = await ingest.client.get(paths[0])
