@@ -117,15 +117,16 @@ def test_no_patient_data_or_token_in_any_log(tmp_path: Path) -> None:
             assert client.get(f"/events/{PATIENTS[0]}", headers=auth).status_code == 404
             # The patient routes carry the id in the path (and the query): nothing may log it.
             for patient in PATIENTS:
-                path = patient_path(patient)
-                assert client.get(path, headers=auth).status_code == 200
-                assert client.get(path + "/events", headers=auth).status_code == 200
-                filters = {"type": "vitals", "since": "2025-10-01T10:00:00+02:00", "limit": 1}
-                assert client.get(path + "/events", params=filters, headers=auth).status_code == 200
-                for bad in ({"limit": "0"}, {"type": patient + "\x07"}, {patient: "1"}, {"since": patient}):
-                    assert client.get(path + "/events", params=bad, headers=auth).status_code == 400
-                assert client.get(path + "/events", headers=wrong).status_code == 401
-                assert client.get(path + "/events/x", headers=auth).status_code == 404
+                route = patient_path(patient)
+                assert client.get(route, headers=auth).status_code == 200
+                assert client.get(route + "/events", headers=auth).status_code == 200
+                filters = {"type": "vitals", "since": "2025-10-01T10:00:00+02:00", "limit": "1"}
+                assert client.get(route + "/events", params=filters, headers=auth).status_code == 200
+                invalid: list[dict[str, str]] = [{"limit": "0"}, {"type": patient + "\x07"}, {patient: "1"}]
+                for params in [*invalid, {"since": patient}]:
+                    assert client.get(route + "/events", params=params, headers=auth).status_code == 400
+                assert client.get(route + "/events", headers=wrong).status_code == 401
+                assert client.get(route + "/events/x", headers=auth).status_code == 404
         up.signal(signal.SIGTERM)
         assert up.wait(60) == 0
     finally:
