@@ -139,17 +139,20 @@ class Rbac:
         )
 
     @classmethod
+    def _role(cls, secrets: tuple[str, ...]) -> tuple[Rule, ...]:
+        return cls._rules("namespaced") + (cls._rules("whenNatsSecretsAreSet", secrets) if secrets else ())
+
+    @classmethod
     def of_chart(cls, namespace: str, secrets: tuple[str, ...] = ()) -> Rbac:
         """The chart's: a Role in the release namespace (the NATS Secrets ``secrets`` by name), no
         ClusterRole."""
-        role = cls._rules("namespaced") + (cls._rules("whenNatsSecretsAreSet", secrets) if secrets else ())
-        return cls(frozenset({namespace}), role)
+        return cls(frozenset({namespace}), cls._role(secrets))
 
     @classmethod
-    def for_patterns(cls, namespaces: set[str]) -> Rbac:
+    def for_patterns(cls, namespaces: set[str], secrets: tuple[str, ...] = ()) -> Rbac:
         """What OPERATOR_NAMESPACES with globs needs: the chart's Role in each served namespace, and
         list/watch of namespaces and CRDs cluster-wide."""
-        return cls(frozenset(namespaces), cls._rules("namespaced"), cls._rules("whenNamespacesArePatterns"))
+        return cls(frozenset(namespaces), cls._role(secrets), cls._rules("whenNamespacesArePatterns"))
 
     def allows(self, access: Access) -> bool:
         if any(rule.allows(access) for rule in self.cluster_role):
@@ -184,13 +187,17 @@ class Emulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
-def add_namespace(api: kmock.KubernetesEmulator, ns: str, replicas: int = 1) -> None:
-    """A namespace with a processor Deployment (``replicas``) and three of its pods."""
-    api.objects[NAMESPACES, None, ns] = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": ns, "resourceVersion": _rv()},
-    }
+def add_namespace(
+    api: kmock.KubernetesEmulator, ns: str, replicas: int = 1, *, namespace_object: bool = True
+) -> None:
+    """A namespace (unless the test creates it through the API) with a processor Deployment
+    (``replicas``) and three of its pods."""
+    if namespace_object:
+        api.objects[NAMESPACES, None, ns] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns, "resourceVersion": _rv()},
+        }
     api.objects[DEPLOYMENTS, ns, "processor"] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -9,16 +9,12 @@ API server would, and each test also checks afterwards that none was refused.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kmock
-import pytest
 
 # The fixtures live in kube_harness (see test_scaling_loop.py for why there is no conftest.py here).
 from kube_harness import (
-    NAMESPACES,
     PEERINGS,
     TOKEN,
     Cluster,
@@ -38,6 +34,7 @@ from medevents.operator.scale import DELETION_COST
 
 RELEASE = "medevents"  # the chart's release namespace
 PEERING = "medevents-operator"
+NATS_SECRET = {"data": {"token": base64.b64encode(TOKEN.encode()).decode()}}  # for token_nats
 
 
 def spec_for(url: str, **nats: Any) -> dict[str, Any]:
@@ -62,6 +59,12 @@ def settings_for(cluster: Cluster, namespaces: str, standalone: bool) -> Operato
 
 def refused(cluster: Cluster, rbac: Rbac) -> list[str]:
     return [str(a) for a in cluster.operator_requests() if not rbac.allows(a)]
+
+
+def scaled_down(cluster: Cluster, ns: str) -> bool:
+    """The Deployment went from 3 replicas to 1 and the status says why (written after scaling)."""
+    decision = cluster.status(ns=ns).get("lastDecision") or {}
+    return cluster.replicas(ns) == 1 and decision.get("reason") == "ScaleDown"
 
 
 def untouched(cluster: Cluster, ns: str) -> None:
@@ -92,22 +95,19 @@ async def test_the_charts_namespaced_role_suffices(cluster: Cluster, token_nats:
     add_namespace(cluster.api, RELEASE, replicas=3)
     add_namespace(cluster.api, "other", replicas=3)
     add_peering(cluster, RELEASE)
-    secret = {"data": {"token": base64.b64encode(TOKEN.encode()).decode()}}
     for ns in (RELEASE, "other"):
-        await cluster.create("v1/secrets", "nats-auth", secret, ns=ns)
+        await cluster.create("v1/secrets", "nats-auth", NATS_SECRET, ns=ns)
         await cluster.create_pipeline(spec_for(token_nats, credentialsSecret="nats-auth"), ns=ns)
 
     async with running(settings_for(cluster, RELEASE, standalone=False)):
-        ready = lambda: cluster.condition("Ready", ns=RELEASE).get("status") == "True"  # noqa: E731
-        await eventually(ready, what="Ready in the release namespace")
-        await eventually(lambda: cluster.replicas(RELEASE) == 1, what="scaled 3 -> 1")
+        await eventually(lambda: scaled_down(cluster, RELEASE), what="scaled 3 -> 1, in the status")
         await eventually(lambda: cluster.has_event("Normal", "ScaleDown"), what="a ScaleDown event")
         heartbeat = cluster.api.objects[PEERINGS, RELEASE, PEERING].get("status")
         assert heartbeat, "no peering heartbeat"
 
     status = cluster.status(ns=RELEASE)
     assert status["partitions"] == 4 and status["lag"] == 0 and status["observedGeneration"] == 1
-    assert status["lastDecision"]["reason"] == "ScaleDown"
+    assert cluster.condition("Ready", ns=RELEASE)["status"] == "True"
     assert cluster.annotations("processor-a", ns=RELEASE)[DELETION_COST] == "0"
     untouched(cluster, "other")
     # Not one request was refused: kopf observed no namespaces and no CRDs.
@@ -131,19 +131,13 @@ async def test_the_charts_namespaced_role_suffices(cluster: Cluster, token_nats:
     } <= made, sorted(made)
 
 
-@pytest.fixture
-def second_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """Another nats-server: one EventPipeline per NATS (their stream names are fixed)."""
-    server = EmbeddedNats(tmp_path / "nats-b")
-    server.start()
-    yield server
-    server.stop()
-
-
 async def test_a_glob_serves_matching_namespaces_also_created_later(
-    cluster: Cluster, nats_server: EmbeddedNats, second_nats: EmbeddedNats
+    cluster: Cluster, nats_server: EmbeddedNats, token_nats: str
 ) -> None:
-    rbac = Rbac.for_patterns({"med-a", "med-b"})
+    """OPERATOR_NAMESPACES=med-*: the chart's Role in med-a and med-b, list/watch of namespaces and
+    CRDs cluster-wide. med-b appears while the operator runs; its pipeline uses another NATS (one
+    pipeline per NATS: the stream's name is fixed) with credentials from a Secret."""
+    rbac = Rbac.for_patterns({"med-a", "med-b"}, secrets=("nats-auth",))
     cluster.api.rbac = rbac
     add_namespace(cluster.api, "med-a", replicas=3)
     add_namespace(cluster.api, "other", replicas=3)
@@ -151,18 +145,18 @@ async def test_a_glob_serves_matching_namespaces_also_created_later(
     await cluster.create_pipeline(spec_for(nats_server.url), ns="other")
 
     async with running(settings_for(cluster, "med-*", standalone=True)):
-        await eventually(lambda: cluster.replicas("med-a") == 1, what="med-a scaled 3 -> 1")
+        await eventually(lambda: scaled_down(cluster, "med-a"), what="med-a scaled 3 -> 1")
         # A namespace that appears later is served too: kopf watches namespaces.
-        add_namespace(cluster.api, "med-b", replicas=3)
-        del cluster.api.objects[NAMESPACES, None, "med-b"]  # created through the API instead
+        add_namespace(cluster.api, "med-b", replicas=3, namespace_object=False)
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "med-b"}}
         async with cluster.session.post("/api/v1/namespaces", json=namespace) as r:
             assert r.status < 300, await r.text()
-        await cluster.create_pipeline(spec_for(second_nats.url), ns="med-b")
-        await eventually(lambda: cluster.replicas("med-b") == 1, what="med-b scaled 3 -> 1")
-        assert cluster.condition("Ready", ns="med-b")["status"] == "True"
+        await cluster.create("v1/secrets", "nats-auth", NATS_SECRET, ns="med-b")
+        await cluster.create_pipeline(spec_for(token_nats, credentialsSecret="nats-auth"), ns="med-b")
+        await eventually(lambda: scaled_down(cluster, "med-b"), what="med-b scaled 3 -> 1")
 
-    assert cluster.condition("Ready", ns="med-a")["status"] == "True"
+    for ns in ("med-a", "med-b"):
+        assert cluster.condition("Ready", ns=ns)["status"] == "True"
     untouched(cluster, "other")
     assert refused(cluster, rbac) == []
     served = {a for a in cluster.operator_requests() if a.resource == "eventpipelines"}
