@@ -32,6 +32,7 @@ from ._metrics import IngestMetrics
 from ._ratelimit import RateLimiter
 from .openapi import openapi_document
 from .publisher import Publisher, Unavailable
+from .wire import Accepted, BatchItem, BatchResult
 
 __all__ = ["IngestService", "create_app"]
 
@@ -43,29 +44,6 @@ _AT_PATH = re.compile(r" - at `\$(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _encoder = msgspec.json.Encoder()
-
-
-class Accepted(msgspec.Struct):
-    """The answer to an accepted event (202)."""
-
-    status: str  # always "queued": durably in JetStream
-    eventId: str
-    duplicate: bool  # JetStream already had this event id
-
-
-class BatchItem(msgspec.Struct, omit_defaults=True):
-    index: int
-    status: str  # "queued" or "error"
-    eventId: str | None = None
-    duplicate: bool | None = None
-    error: dict[str, Any] | None = None
-
-
-class BatchResult(msgspec.Struct):
-    status: str  # "queued" (all), "partial" or "rejected" (none)
-    accepted: int
-    rejected: int
-    items: list[BatchItem]
 
 
 class Invalid(Exception):
