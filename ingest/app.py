@@ -26,6 +26,7 @@ from medevents.backlog import StreamMissingError
 from medevents.config import IngestSettings, LogSettings, MongoSettings, NatsSettings, StreamSettings, load
 from medevents.ids import derive_event_id
 from medevents.model import EVENT_ID_PATTERN, Event, EventInvalid, decode_event, decode_events
+from medevents.natsmonitor import SyncState, SyncWatch
 from medevents.probes import probe_routes
 from medevents.problems import ProblemResponse, http_exception_handler, problem
 from medevents.subjects import ingest_subject, patient_token
@@ -44,7 +45,7 @@ from .patients import (
     read_timeline,
 )
 from .publisher import Publisher, Unavailable
-from .wire import processed_event
+from .wire import Accepted, BatchItem, BatchResult, shown
 
 __all__ = ["IngestService", "create_app"]
 
@@ -56,29 +57,6 @@ _AT_PATH = re.compile(r" - at `\$(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _encoder = msgspec.json.Encoder()
-
-
-class Accepted(msgspec.Struct):
-    """The answer to an accepted event (202)."""
-
-    status: str  # always "queued": durably in JetStream
-    eventId: str
-    duplicate: bool  # JetStream already had this event id
-
-
-class BatchItem(msgspec.Struct, omit_defaults=True):
-    index: int
-    status: str  # "queued" or "error"
-    eventId: str | None = None
-    duplicate: bool | None = None
-    error: dict[str, Any] | None = None
-
-
-class BatchResult(msgspec.Struct):
-    status: str  # "queued" (all), "partial" or "rejected" (none)
-    accepted: int
-    rejected: int
-    items: list[BatchItem]
 
 
 class Invalid(Exception):
@@ -134,6 +112,7 @@ class IngestService:
         self._mongo_settings = mongo_settings
         self._mongo = store.mongo_client(mongo_settings, "medevents-ingest")
         self._retry_after = {"Retry-After": str(settings.retry_after_s)}
+        self.nats_sync = SyncWatch(nats_settings.monitor_url)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -285,7 +264,7 @@ class IngestService:
             return self._answer(
                 request, "event", problem(404, detail, slug="unknown-event", eventStatus="unknown")
             )
-        body = _encoder.encode(processed_event(doc))
+        body = _encoder.encode(shown(doc))
         return self._answer(request, "event", Response(body, 200, media_type="application/json"))
 
     async def get_patient(self, request: Request) -> Response:
@@ -337,11 +316,26 @@ class IngestService:
     async def openapi(self, request: Request) -> Response:
         return Response(openapi_document(), media_type="application/json")
 
+    def warnings(self) -> list[str]:
+        """Shown by a ready ``/readyz``: NATS that does not fsync before it acknowledges."""
+        verdict = self.nats_sync.current
+        return [verdict.message] if verdict.state is SyncState.UNSAFE else []
+
+    async def _check_nats_sync(self) -> None:
+        self.metrics.nats_sync_always.set((await self.nats_sync.refresh()).state.gauge)
+
+    async def _watch_nats_sync(self) -> None:
+        while True:
+            await asyncio.sleep(self.nats_sync.every_s)
+            await self._check_nats_sync()
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.publisher.start()
+        await self._check_nats_sync()  # logged at start: a warning when NATS does not fsync
+        watch = asyncio.create_task(self._watch_nats_sync(), name="nats-sync-watch")
         log.info(
             "ingest ready",
             extra={
@@ -352,6 +346,9 @@ class IngestService:
         try:
             yield
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             await self.publisher.close()
             await self._mongo.close()
             log.info("ingest stopped")
@@ -363,7 +360,7 @@ class IngestService:
             Route("/events/{event_id:str}", self.get_event, methods=["GET"]),
             Route(f"/patients/{{patient:{ANY_PATH}}}", self.get_patient, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
-            *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry),
+            *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry, self.warnings),
         ]
         return Starlette(
             routes=routes,

@@ -11,19 +11,9 @@ from medevents.model import EVENT_ID_PATTERN, MAX_DATA_DEPTH, Event, EventType, 
 from medevents.timeline import DEFAULT_LIMIT, MAX_LIMIT
 
 from .patients import MAX_AFTER, SCAN_BUDGET
-from .wire import PatientSummary, ProcessedEvent, TimelinePage
+from .wire import Accepted, BatchResult, PatientSummary, Problem, ProcessedEvent, TimelinePage
 
 __all__ = ["openapi_document"]
-
-
-class Problem(msgspec.Struct):
-    """An RFC 9457 problem document."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    field: str | msgspec.UnsetType = msgspec.UNSET  # the failing field's path, for validation errors
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -47,6 +37,9 @@ _ERRORS = {
     "429": _problem("Rate limit of this token (or address) exceeded; retry after Retry-After"),
     "503": _problem("Not durable now (NATS down, timeout, stream full); retry after Retry-After"),
 }
+
+
+_REF = "#/components/schemas/"
 
 
 def _patient_parameter() -> dict[str, Any]:
@@ -121,13 +114,12 @@ def _event_data_schemas() -> dict[str, Any]:
 
 @functools.cache
 def openapi_document() -> bytes:
-    from .app import Accepted, BatchResult  # the response types live with the routes
-
     _, components = msgspec.json.schema_components(
         [Event, Accepted, BatchResult, Problem, ProcessedEvent, TimelinePage, PatientSummary],
         ref_template="#/components/schemas/{name}",
     )
     components["Event"]["properties"]["data"] = {"$ref": "#/components/schemas/EventData"}
+    components["TimelinePage"]["properties"]["events"]["items"] = {"$ref": f"{_REF}ProcessedEvent"}
     components |= _event_data_schemas()
     security: list[dict[str, list[str]]] = [{"bearer": []}, {}]
     doc = {

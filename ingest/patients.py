@@ -36,7 +36,7 @@ from medevents.store import Document
 from medevents.subjects import patient_token
 from medevents.timeline import DEFAULT_LIMIT, MAX_LIMIT, patient_path
 
-from .wire import PatientSummary, ProcessedEvent, TimelinePage, processed_event
+from .wire import PatientSummary, TimelinePage, shown
 
 __all__ = [
     "ANY_PATH",
@@ -191,7 +191,7 @@ def _timestamp(given: dict[str, str], name: str) -> dt.datetime | None:
 async def read_timeline(db: AsyncDatabase[Document], patient_id: str, query: TimelineQuery) -> TimelinePage:
     """One page: up to ``limit`` matching events after the cursor, in processing order."""
     fetch = SCAN_BUDGET if query.filtered else query.limit + 1
-    found: list[ProcessedEvent] = []
+    found: list[dict[str, Any]] = []
     cursor, scanned, more = query.after, 0, False
     documents = store.processed_events(db).find(
         {"patientId": patient_id, "sequence": {"$gt": query.after}},
@@ -207,7 +207,7 @@ async def read_timeline(db: AsyncDatabase[Document], patient_id: str, query: Tim
                 if len(found) == query.limit:
                     more = True  # one more matching event exists: this page is full
                     break
-                found.append(processed_event(doc))
+                found.append(shown(doc))
             cursor = int(doc["sequence"])
         else:
             more = scanned == fetch  # the scan budget ran out before the patient's last event

@@ -17,6 +17,7 @@ from pymongo import ASCENDING, AsyncMongoClient
 from medevents import store
 from medevents.config import MongoSettings, NatsSettings
 from medevents.ingest import patients
+from medevents.ingest.wire import ProcessedEvent
 from medevents.local import EmbeddedNats
 from medevents.model import Event
 from medevents.processor import HandlerContext, HandlerResult, PermanentError
@@ -102,6 +103,8 @@ async def test_the_old_demo_ordering_example_reads_back_in_order(
                 "result", "createdAt", "updatedAt"}  # fmt: skip
     assert old_demo | {"status", "sequence"} <= events[0].keys()
     assert events[0]["status"] == "processed" and events[0]["result"]["status"] == "success"
+    for shown in events:  # the processor's documents have the shape the OpenAPI document promises
+        msgspec.convert(shown, ProcessedEvent)
     assert events[0]["ts"] == "2025-10-01T10:00:00Z"
     # The same document as GET /events/{id} answers.
     assert await get(ingest, f"/events/{second}") == events[1]
