@@ -69,7 +69,14 @@ def add_parser(commands: Any) -> None:
         default=Path(os.environ.get("MEDEVENTS_HOME", ".medevents")),
         help="data directory of `medevents up`, read for endpoints.json (MEDEVENTS_HOME)",
     )
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
+    p.add_argument("--interval", type=_seconds, default=1.0, help="seconds between polls with --follow (1)")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text}")
+    return value
 
 
 class ApiError(Exception):
@@ -191,3 +198,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
