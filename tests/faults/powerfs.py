@@ -28,9 +28,10 @@ taken at its most pessimistic (the cut comes at the worst moment; no background 
 Why this model: it is what the Linux file systems our users run on (ext4, XFS) do in practice,
 and it is the model under which nats-server's ``sync_interval: always`` is meant to be safe.
 Strict POSIX promises less: a new directory entry is durable only after an ``fsync`` of its
-directory. nats-server never fsyncs a directory (it creates a stream's directories and each new
-message block without it), so under strict POSIX even ``always`` could lose a new block or a new
-stream; this layer does not simulate that, but it counts the entry changes that no directory
+directory. nats-server 2.15 fsyncs a stream's folder only after renaming its metadata files into
+it; it never fsyncs ``msgs/`` after creating a message block, nor the parents of a new stream's
+folder, so under strict POSIX even ``always`` could lose a new block or a new stream. This layer
+does not simulate that, but it counts the entry changes that no directory
 fsync covered (``unsynced_entries`` in the answer to ``cut`` and ``stats``), so a test can report
 what a strict file system would risk.
 
