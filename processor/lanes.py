@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
+from opentelemetry.trace import Span
 
 from ._tasks import cancel_and_wait
 
@@ -40,6 +41,9 @@ class HeldEvent:
     expired: bool = False  # heartbeats lapsed: JetStream may have handed it to another pod
     released: bool = False  # acked, NAKed or abandoned: no more heartbeats
     gone_seen: bool = False  # the fence found it missing from the stream once
+    fence_waits: int = 0  # times the fence said "wait" (an earlier event of the patient pending)
+    span: Span | None = None  # "process EVENTS" while tracing is on (see _tracing)
+    wait_span: Span | None = None  # "wait for turn" until the fence lets it through
 
 
 class LaneStep(enum.Enum):

@@ -68,10 +68,11 @@ class EventStore:
         self._events = store.processed_events(db)
         self._watermarks = store.watermarks(db)
         self._reads: Batcher[str, int] = Batcher(
-            self._read_many, max_batch=max_batch, window_s=read_window_s, flushers=2
+            self._read_many, name="read watermarks", max_batch=max_batch, window_s=read_window_s, flushers=2
         )
         self._writes: Batcher[WriteRequest, ApplyResult] = Batcher(
             self._apply_many,
+            name="write events",
             max_batch=max_batch,
             window_s=write_window_s,
             flushers=2,

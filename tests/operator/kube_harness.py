@@ -177,6 +177,7 @@ async def operator(k8s: kmock.KubernetesEmulator) -> AsyncIterator[None]:
         namespaces="",  # cluster-wide: kmock 0.8 cannot parse a list of namespaces (GET /api/v1/namespaces)
         standalone=True,
         liveness_port=0,
+        metrics_port=0,
     )
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(operate(settings, stop_flag=stop, ready_flag=ready))
