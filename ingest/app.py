@@ -52,6 +52,17 @@ _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _encoder = msgspec.json.Encoder()
 
 
+def _bson_value(value: object) -> object:
+    """What msgspec cannot encode in a stored document: BSON 64-bit integers (``Int64``, an int
+    subclass, for any number in ``data`` beyond 32 bits)."""
+    if isinstance(value, int):
+        return int(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_document_encoder = msgspec.json.Encoder(enc_hook=_bson_value)
+
+
 class Accepted(msgspec.Struct):
     """The answer to an accepted event (202)."""
 
@@ -294,7 +305,7 @@ class IngestService:
                 request, "event", problem(404, detail, slug="unknown-event", eventStatus="unknown")
             )
         state = "failed" if doc.get("result", {}).get("status") == "failed" else "processed"
-        body = _encoder.encode({"status": state, **doc})
+        body = _document_encoder.encode({"status": state, **doc})
         return self._answer(request, "event", Response(body, 200, media_type="application/json"))
 
     async def openapi(self, request: Request) -> Response:

@@ -14,6 +14,7 @@ the exception's type (as the JSON logs do; see ``_tracing_sdk``).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ enabled = False  # True once configure() set up the SDK in this process
 tracer: trace.Tracer = trace.NoOpTracer()
 _provider: TracerProvider | None = None
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+_CONVERTER = re.compile(r":\w+}")  # /events/{event_id:str} -> /events/{event_id}
 _PROBES = "/health$,/livez$,/readyz$,/metrics$"  # never traced: probes and scrapes are not work
 
 
@@ -194,7 +196,7 @@ def _route_template(scope: Mapping[str, Any]) -> str:
     for route in getattr(app, "routes", ()):
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return str(getattr(route, "path", ""))
+            return _CONVERTER.sub("}", str(getattr(route, "path", "")))
     return ""
 
 
