@@ -93,6 +93,7 @@ class _Lane:
         self.by_seq: dict[int, HeldEvent] = {}
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.progress_at = time.monotonic()  # created, or an event last left it
 
 
 class PatientLanes:
@@ -126,6 +127,13 @@ class PatientLanes:
 
     def __len__(self) -> int:
         return len(self._lanes)
+
+    def longest_stuck(self) -> float:
+        """Seconds the slowest lane has gone without an event leaving it: a patient whose next
+        event waits at the fence, retries or runs that long (0 with no lanes)."""
+        if not self._lanes:
+            return 0.0
+        return time.monotonic() - min(lane.progress_at for lane in self._lanes.values())
 
     def events(self) -> Iterator[HeldEvent]:
         """Every held event (for heartbeats and shutdown)."""
@@ -165,7 +173,7 @@ class PatientLanes:
                 lane.heap = [(s, h) for s, h in lane.heap if h is not held]
                 heapq.heapify(lane.heap)
             self.held -= 1
-            self.last_progress = time.monotonic()
+            self.last_progress = lane.progress_at = time.monotonic()
             self._capacity.give_back(1)
 
     def pause(self) -> None:

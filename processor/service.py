@@ -155,6 +155,7 @@ class Processor:
         self.lanes = PatientLanes(
             applier.step, self.capacity, on_change=self._lanes_changed, on_crash=self._crashed
         )
+        self.metrics.oldest_lane_seconds.set_function(self.lanes.longest_stuck)
         self._apply_ack_wait()
         await self._membership_tick()
         self._tasks = [
