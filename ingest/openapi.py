@@ -9,17 +9,9 @@ import msgspec
 
 from medevents.model import EVENT_ID_PATTERN, MAX_DATA_DEPTH, Event
 
+from .wire import Accepted, BatchResult, Problem
+
 __all__ = ["openapi_document"]
-
-
-class Problem(msgspec.Struct):
-    """An RFC 9457 problem document."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    field: str | msgspec.UnsetType = msgspec.UNSET  # the failing field's path, for validation errors
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -76,8 +68,6 @@ def _event_data_schemas() -> dict[str, Any]:
 
 @functools.cache
 def openapi_document() -> bytes:
-    from .app import Accepted, BatchResult  # the response types live with the routes
-
     _, components = msgspec.json.schema_components(
         [Event, Accepted, BatchResult, Problem], ref_template="#/components/schemas/{name}"
     )

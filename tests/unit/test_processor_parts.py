@@ -91,7 +91,7 @@ async def test_the_longest_stuck_lane_is_the_one_without_progress() -> None:
     release = asyncio.Event()
 
     async def step(h: HeldEvent) -> LaneStep:
-        if h.token == "stuck" and not release.is_set():
+        if h.sequence == 1 and not release.is_set():  # the "stuck" patient's event
             return LaneStep.WAIT
         return LaneStep.DONE
 
