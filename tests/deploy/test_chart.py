@@ -159,7 +159,7 @@ def test_probes_use_the_real_endpoints(rendered: list[Obj]) -> None:
             "liveness": 8080,
             "metrics": 8081,
         }
-        # medevents.config.OperatorSettings.metrics_port, served through the Service the ServiceMonitor selects.
+        # OperatorSettings.metrics_port, served through the Service the ServiceMonitor selects.
         assert env_of(container)["OPERATOR_METRICS_PORT"]["value"] == "8081"
         services = [
             o
