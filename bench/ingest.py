@@ -1,14 +1,16 @@
 """Benchmark 1, ingest vs bare: ``POST /events`` of the ingest service against a bare Starlette app
 that reads the body and answers 202 without validating or publishing, both under uvicorn with the
 same settings, hit by the same load tool with the same payloads; with 1 and 2 workers. Also the
-raw JetStream publish rate of one Python process (the ceiling under ingest), and the load
-generator's own ceiling against the bare app."""
+raw JetStream publish rate of one Python process (the ceiling under ingest), the load
+generator's own ceiling against the bare app, and ingest with OpenTelemetry tracing off and on
+(every request sampled, exported over OTLP/HTTP to a receiver that discards it), alternated in the
+same run: tracing off must cost nothing, and the ratio says what turning it on costs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._common import Outcome, Row, Servers, check, cpu_seconds, start_bare, start_ingest
+from ._common import Outcome, Row, Servers, check, cpu_seconds, start_bare, start_ingest, start_otlp_sink
 from ._load import LoadStats, has_wrk, max_rate, run_loadgen
 from ._natspub import publish_rate
 
@@ -20,8 +22,11 @@ CONNECTIONS = 64
 TARGET_RATIO = 0.75
 
 
-async def _measure(start: Any, servers: Servers, workers: int) -> tuple[LoadStats, float]:
-    proc = start(servers, workers)
+TRACING_ROUNDS = 2  # off, on, off, on: drift of a shared machine falls on both sides
+
+
+async def _measure(start: Any, servers: Servers, workers: int, **env: str) -> tuple[LoadStats, float]:
+    proc = start(servers, workers, **env)
     try:
         cpu0 = cpu_seconds(proc.child.pid)
         stats = await max_rate(proc.url, SECONDS, CONNECTIONS)
@@ -80,4 +85,34 @@ async def run() -> Outcome:
         finally:
             bare_app.stop()
         rows.append(Row("loadgen_ceiling", "medevents loadgen against bare, 1 worker", client.rps, "req/s"))
+        rows += await _tracing_cost(servers, data)
     return Outcome(rows, data)
+
+
+async def _tracing_cost(servers: Servers, data: dict[str, Any]) -> list[Row]:
+    """Ingest req/s with tracing off and on, alternated (1 worker, the same load)."""
+    sink = start_otlp_sink(servers)
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
+    off: list[LoadStats] = []
+    on: list[LoadStats] = []
+    try:
+        for _ in range(TRACING_ROUNDS):
+            off.append((await _measure(start_ingest, servers, 1))[0])
+            on.append((await _measure(start_ingest, servers, 1, **traced))[0])
+    finally:
+        sink.stop()
+    off_rps = sum(s.rps for s in off) / len(off)
+    on_rps = sum(s.rps for s in on) / len(on)
+    data["tracing"] = {"off": [s.__dict__ for s in off], "on": [s.__dict__ for s in on]}
+    ratio = on_rps / off_rps if off_rps else None
+    print(f"ingest req/s tracing off {off_rps:,.0f}, on {on_rps:,.0f}: on/off = {ratio or 0:.2f}")
+    return [
+        Row("tracing_off_rps", "ingest, tracing off (OTEL_* unset), 1 worker", off_rps, "req/s"),
+        Row(
+            "tracing_on_rps",
+            "ingest, tracing on (every request sampled, OTLP/HTTP), 1 worker",
+            on_rps,
+            "req/s",
+        ),
+        Row("tracing_ratio", "ratio tracing on / off", ratio, "x"),
+    ]
