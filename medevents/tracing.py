@@ -189,18 +189,25 @@ def instrument_starlette(app: Starlette) -> None:
     )
 
 
-def _route_template(scope: Mapping[str, Any]) -> str:
+def _route_template(scope: MutableMapping[str, Any]) -> str:
+    """The matching route's path template (``/events/{event_id}``), "" when none matches; worked
+    out once per request (the span name and the scrubbing hook both ask)."""
+    cached = scope.get("medevents.route")
+    if cached is not None:
+        return str(cached)
     from starlette.routing import Match
 
-    app = scope.get("app")
-    for route in getattr(app, "routes", ()):
+    route_path = ""
+    for route in getattr(scope.get("app"), "routes", ()):
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return _CONVERTER.sub("}", str(getattr(route, "path", "")))
-    return ""
+            route_path = _CONVERTER.sub("}", str(getattr(route, "path", "")))
+            break
+    scope["medevents.route"] = route_path
+    return route_path
 
 
-def _route_details(scope: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+def _route_details(scope: MutableMapping[str, Any]) -> tuple[str, dict[str, str]]:
     route = _route_template(scope)
     method = str(scope.get("method", ""))
     if not route:
@@ -212,7 +219,7 @@ _PATH_ATTRIBUTES = ("http.target", "url.path")
 _URL_ATTRIBUTES = ("http.url", "url.full")
 
 
-def _scrub_request(span: Span, scope: Mapping[str, Any]) -> None:
+def _scrub_request(span: Span, scope: MutableMapping[str, Any]) -> None:
     if not span.is_recording():
         return
     route = _route_template(scope) or "unmatched"
