@@ -5,9 +5,7 @@ operator's, read from its metrics registry; tests/operator scrapes the operator 
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from pathlib import Path
 
 import httpx
@@ -49,22 +47,6 @@ def scraped(url: str) -> set[str]:
     return sample_names(text_string_to_metric_families(response.text))
 
 
-def a_processor(up: LocalUp, timeout: float = 60) -> str:
-    """The URL of a processor that answers (one may be restarting on another port)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        endpoints = json.loads((up.data_dir / "endpoints.json").read_text())
-        for name, url in endpoints.items():
-            if name.startswith("processor"):
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        return str(url)
-                except httpx.TransportError:
-                    continue
-        time.sleep(0.5)
-    raise AssertionError("no processor answered")
-
-
 def registry_names(registry: CollectorRegistry) -> set[str]:
     return sample_names(registry.collect())
 
@@ -77,7 +59,7 @@ def test_rules_and_dashboard_name_only_metrics_that_exist(tmp_path: Path) -> Non
     up = LocalUp(tmp_path / "data", env={"MEDEVENTS_AUTOSCALE_ENABLED": "false"})
     try:
         exposed = scraped(up.start()["ingest"])
-        exposed |= scraped(a_processor(up))
+        exposed |= scraped(up.processors()[0])
     finally:
         up.stop()
     exposed |= registry_names(PipelineMetrics().registry)

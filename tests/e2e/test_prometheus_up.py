@@ -4,7 +4,6 @@ MedeventsDeadLetters fires while MedeventsIngestErrors stays quiet, as the rules
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -55,24 +54,6 @@ def rendered_rules(tmp: Path) -> Path:
     return path
 
 
-def ready_processors(up: LocalUp, timeout: float = 60) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        endpoints = json.loads((up.data_dir / "endpoints.json").read_text())
-        ready = []
-        for name, url in endpoints.items():
-            if name.startswith("processor"):
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        ready.append(str(url))
-                except httpx.TransportError:
-                    pass
-        if ready:
-            return ready
-        time.sleep(0.5)
-    raise AssertionError("no processor became ready")
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[LocalUp, str]]:
     binary, rules = tool("prometheus"), rendered_rules(tmp_path)
@@ -88,7 +69,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[LocalUp, str]]:
     server: subprocess.Popen[bytes] | None = None
     try:
         endpoints = up.start()
-        targets = {"ingest": [endpoints["ingest"]], "processor": ready_processors(up)}
+        targets = {"ingest": [endpoints["ingest"]], "processor": up.processors()}
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
@@ -147,7 +128,7 @@ def alerts(url: str) -> dict[str, str]:
     return {a["labels"]["alertname"]: a["state"] for a in response.json()["data"]["alerts"]}
 
 
-def eventually(check: Any, what: str, timeout: float = 60) -> None:
+def eventually(check: Any, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, what

@@ -174,6 +174,9 @@ def test_one_post_is_one_trace_across_ingest_and_processor(traced_up: tuple[Loca
         publish = next(
             s for s in spans if s.name == "publish EVENTS" and s.attributes["medevents.event_id"] == second
         )
+        about = [(x.service, x.name, x.trace_id, x.parent_id, x.attributes.get("medevents.outcome"))
+                 for x in spans if x.attributes.get("medevents.event_id") == second]  # fmt: skip
+        assert any(settled(x) and x.trace_id == publish.trace_id for x in spans), about
         started = one(spans, name="process EVENTS", trace_id=publish.trace_id)
         root = one(in_trace(spans, started.trace_id), name="POST /events")
         assert root.parent_id == "" and started.trace_id != trace_id
