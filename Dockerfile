@@ -2,7 +2,8 @@
 # One image for every component; the component is the first argument:
 #   medevents ingest | medevents processor | medevents operator
 # Built in two stages: wheels and a virtualenv in the builder, only the virtualenv in the runtime
-# image. The `local` extra (embedded nats-server and SecantusDB) is never installed here.
+# image. The `local` extra (embedded nats-server and SecantusDB) is never installed here; the `otel`
+# extra (OpenTelemetry SDK and exporter: tracing, off unless OTEL_* variables turn it on) is.
 
 # Pinned by full version; pin by digest too (python:3.11.14-slim-bookworm@sha256:...) in your
 # registry mirror for bit-for-bit rebuilds.
@@ -20,8 +21,8 @@ COPY medevents ./medevents
 COPY ingest ./ingest
 COPY processor ./processor
 COPY operator ./operator
-RUN python -m pip wheel --wheel-dir /wheels . \
- && /opt/medevents/bin/pip install --no-index --find-links /wheels medevents \
+RUN python -m pip wheel --wheel-dir /wheels '.[otel]' \
+ && /opt/medevents/bin/pip install --no-index --find-links /wheels 'medevents[otel]' \
  && /opt/medevents/bin/python -m compileall -q /opt/medevents/lib \
  && /opt/medevents/bin/medevents --help > /dev/null
 

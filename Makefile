@@ -13,11 +13,11 @@ $(BIN)/python:
 # Dependencies are reinstalled only when pyproject.toml changes; the project itself is re-linked
 # every time (the strict editable install links files one by one, so new modules need it).
 $(VENV)/.local-deps: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[local]' --config-settings editable_mode=strict
+	$(PIP) install -e '.[local,otel]' --config-settings editable_mode=strict
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[local,dev]' --config-settings editable_mode=strict
+	$(PIP) install -e '.[local,dev,otel]' --config-settings editable_mode=strict
 	touch $@ $(VENV)/.local-deps
 
 run: $(VENV)/.local-deps

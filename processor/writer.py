@@ -79,10 +79,11 @@ class EventStore:
         unjournaled = {k: v for k, v in db.write_concern.document.items() if k != "j"}
         self._watermarks = store.watermarks(db).with_options(write_concern=WriteConcern(**unjournaled))
         self._reads: Batcher[str, int] = Batcher(
-            self._read_many, max_batch=max_batch, window_s=read_window_s, flushers=2
+            self._read_many, name="read watermarks", max_batch=max_batch, window_s=read_window_s, flushers=2
         )
         self._writes: Batcher[WriteRequest, ApplyResult] = Batcher(
             self._apply_many,
+            name="write events",
             max_batch=max_batch,
             window_s=write_window_s,
             flushers=2,

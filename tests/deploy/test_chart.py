@@ -153,7 +153,18 @@ def test_probes_use_the_real_endpoints(rendered: list[Obj]) -> None:
         assert env_of(container)["OPERATOR_LIVENESS_PORT"]["value"] == "8080"
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["httpGet"] == {"path": "/healthz", "port": "liveness"}
-        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"liveness": 8080}
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+            "liveness": 8080,
+            "metrics": 8081,
+        }
+        # OperatorSettings.metrics_port, served through the Service the ServiceMonitor selects.
+        assert env_of(container)["OPERATOR_METRICS_PORT"]["value"] == "8081"
+        services = [
+            o
+            for o in rendered
+            if o["kind"] == "Service" and o["metadata"]["name"] == operator["metadata"]["name"]
+        ]
+        assert [p["targetPort"] for p in services[0]["spec"]["ports"]] == ["metrics"]
 
 
 def _known_env_names() -> set[str]:
