@@ -201,7 +201,9 @@ class Applier:
         headers = held.msg.headers or {}
         event_id = headers.get("Medevents-Event-Id") or headers.get("Nats-Msg-Id") or f"seq-{held.sequence}"
         try:
-            event: Event | None = decode_event(held.msg.data)
+            # Ingest refused repeated keys when it accepted the event; an event stored before it
+            # did is processed as it was accepted (the last of a repeated key wins).
+            event: Event | None = decode_event(held.msg.data, unique_keys=False)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             event = None
             error = f"undecodable payload: {type(exc).__name__}"
