@@ -21,6 +21,7 @@ from medevents import logs, store
 from medevents.config import IngestSettings, LogSettings, MongoSettings, NatsSettings, StreamSettings, load
 from medevents.ids import derive_event_id
 from medevents.model import EVENT_ID_PATTERN, Event, EventInvalid, decode_event, decode_events
+from medevents.natsmonitor import SyncState, SyncWatch
 from medevents.probes import probe_routes
 from medevents.problems import ProblemResponse, http_exception_handler, problem
 from medevents.subjects import ingest_subject, patient_token
@@ -98,6 +99,7 @@ class IngestService:
         self._mongo_settings = mongo_settings
         self._mongo = store.mongo_client(mongo_settings, "medevents-ingest")
         self._retry_after = {"Retry-After": str(settings.retry_after_s)}
+        self.nats_sync = SyncWatch(nats_settings.monitor_url)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -256,11 +258,26 @@ class IngestService:
     async def openapi(self, request: Request) -> Response:
         return Response(openapi_document(), media_type="application/json")
 
+    def warnings(self) -> list[str]:
+        """Shown by a ready ``/readyz``: NATS that does not fsync before it acknowledges."""
+        verdict = self.nats_sync.current
+        return [verdict.message] if verdict.state is SyncState.UNSAFE else []
+
+    async def _check_nats_sync(self) -> None:
+        self.metrics.nats_sync_always.set((await self.nats_sync.refresh()).state.gauge)
+
+    async def _watch_nats_sync(self) -> None:
+        while True:
+            await asyncio.sleep(self.nats_sync.every_s)
+            await self._check_nats_sync()
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.publisher.start()
+        await self._check_nats_sync()  # logged at start: a warning when NATS does not fsync
+        watch = asyncio.create_task(self._watch_nats_sync(), name="nats-sync-watch")
         log.info(
             "ingest ready",
             extra={
@@ -271,6 +288,9 @@ class IngestService:
         try:
             yield
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             await self.publisher.close()
             await self._mongo.close()
             log.info("ingest stopped")
@@ -281,7 +301,7 @@ class IngestService:
             Route("/events/batch", self.post_batch, methods=["POST"]),
             Route("/events/{event_id:str}", self.get_event, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
-            *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry),
+            *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry, self.warnings),
         ]
         return Starlette(
             routes=routes,

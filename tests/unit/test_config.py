@@ -49,6 +49,8 @@ def test_prefixed_name_wins_over_alias() -> None:
         (MongoSettings, {"MONGO_URI": "postgres://x"}, "MONGO_URI"),
         (NatsSettings, {"NATS_URL": "http://x"}, "NATS_URL"),
         (NatsSettings, {"NATS_TLS_CERT_FILE": "/c"}, "NATS_TLS_CERT_FILE"),
+        (NatsSettings, {"NATS_MONITOR_URL": "nats://x:8222"}, "NATS_MONITOR_URL"),
+        (NatsSettings, {"NATS_MONITOR_URL": "http://a:8222,8222"}, "NATS_MONITOR_URL"),
         (IngestSettings, {"INGEST_AUTH_TOKENS_FILE": "/does/not/exist"}, "INGEST_AUTH_TOKENS_FILE"),
     ],
 )
