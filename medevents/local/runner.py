@@ -173,6 +173,7 @@ class LocalSystem:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
+        (self.data_dir / "endpoints.json").unlink(missing_ok=True)  # a last run's is not this one's
         self.key = self._hash_key()
         if free_port(self.ingest_port) != self.ingest_port:
             raise SystemExit(f"medevents: port {self.ingest_port} is in use; set PORT to another port")
@@ -191,7 +192,7 @@ class LocalSystem:
             self.add_processor()
         for service in self.processors():
             await self.wait_ready(service)
-        self.write_endpoints()
+        self.write_endpoints()  # only now: endpoints.json says the system is up
 
     # -- processors (the local autoscaler adds and removes them through these) ------------------
 
@@ -204,19 +205,30 @@ class LocalSystem:
         index = 1
         while f"processor-{index}" in self.services:
             index += 1
-        taken = {s.port for s in self.services.values()}
-        port = PROCESSOR_PORT + index - 1
-        while port in taken or free_port(port) != port:
-            port += 1
         service = self.add_service(
             f"processor-{index}",
             [*medevents_command(), "processor"],
-            port,
+            self._processor_port(PROCESSOR_PORT + index - 1),
             HOST="127.0.0.1",
             PROCESSOR_MEMBER_ID=f"local-processor-{index}",
         )
-        self.write_endpoints()
         return service
+
+    def _processor_port(self, first: int) -> int:
+        taken = {s.port for s in self.services.values()}
+        port = first
+        while port in taken or free_port(port) != port:
+            port += 1
+        return port
+
+    def _restart(self, service: Service) -> None:
+        """Start a dead service again. A processor whose port another program took meanwhile
+        (it could only check the port was free before it bound it) moves to the next free one."""
+        if service.name.startswith("processor-") and free_port(service.port) != service.port:
+            port = self._processor_port(service.port + 1)
+            service.env["PORT"] = str(port)
+            service.health_url = f"http://127.0.0.1:{port}/readyz"
+        service.start()
 
     def count(self) -> int:
         """Processors running now (the local autoscaler's ``ProcessorPool``)."""
@@ -226,8 +238,9 @@ class LocalSystem:
         """Start processors, or stop the newest ones gracefully, until ``n`` run."""
         while self.count() < n:
             self.add_processor()
+            self.write_endpoints()
         while self.count() > n and await self.remove_processor():
-            pass
+            pass  # one at a time: each drains its held events on SIGTERM first
 
     async def remove_processor(self) -> bool:
         """Stop the newest processor gracefully (SIGTERM: it drains its held events within
@@ -328,7 +341,7 @@ class LocalSystem:
                     continue
                 changed = True
                 if service.restarts.due(service.name, child.popen.returncode, time.monotonic()):
-                    service.start()
+                    self._restart(service)
             if changed:
                 self.write_endpoints()
             with contextlib.suppress(TimeoutError):

@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medevents.cluster import Member
+from medevents.config import AutoscaleSettings, ProcessorSettings
+from medevents.local.autoscaler import scale_spec, with_floor
 from medevents.scaling import Decision, Observation, ScaleSpec, ScaleState, desired_replicas, per_pod_capacity
 
 SPEC = ScaleSpec(
@@ -232,3 +234,31 @@ def test_a_backlog_without_a_measured_rate_keeps_the_pods() -> None:
     assert d.replicas == 1  # measured: 257 / 10 s drain = 26/s is one pod's work
     d = desired_replicas(spec, ScaleState(), Observation(now=0, lag=0, arrival_rate=0, current=2))
     assert d.replicas == 1  # no lag, nothing to protect
+
+
+@given(
+    st.integers(0, 8),
+    st.integers(1, 8),
+    st.none() | st.integers(0, 64),
+    st.integers(1, 32),
+    steps,
+)
+def test_the_processors_asked_for_always_run(
+    low: int,
+    high: int,
+    asked: int | None,
+    partitions: int,
+    trace: list[tuple[float, int, float, float | None]],
+) -> None:
+    """`medevents up --processors N`: the local autoscaler never runs fewer than N, whatever the
+    backlog does; without the option the configured minimum holds as before."""
+    settings = with_floor(AutoscaleSettings(min_processors=min(low, high), max_processors=high), asked)
+    floor = min(low, high) if asked is None else asked
+    assert settings.min_processors == floor and settings.max_processors >= floor
+    spec = scale_spec(settings, ProcessorSettings(), partitions)
+    state, replicas, now = ScaleState(), floor, 0.0
+    for dt, lag, arrival, pod_rate in trace:
+        now += dt
+        d = desired_replicas(spec, state, Observation(now, lag, arrival, replicas, pod_rate))
+        assert d.replicas >= floor, d.message
+        state, replicas = d.state, d.replicas
