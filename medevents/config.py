@@ -267,6 +267,13 @@ class OperatorSettings(_Settings, frozen=True):
     def namespace_patterns(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]
 
+    @property
+    def exact_namespaces(self) -> bool:
+        """Namespaces are given, each by its name (no glob, no negation): kopf then needs to
+        observe neither namespaces nor CRDs, so the operator needs no cluster-scoped rights."""
+        patterns = self.namespace_patterns
+        return bool(patterns) and not any(c in p for p in patterns for c in "*?!")
+
 
 S = TypeVar("S", bound=_Settings)
 

@@ -72,11 +72,9 @@ def test_every_object_validates(rendered: list[Obj]) -> None:
 
 
 def test_objects_are_namespaced_and_labelled(rendered: list[Obj]) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
-    for obj in rendered:
+    for obj in rendered:  # nothing cluster-scoped (the CRDs are in crds/, not rendered)
         meta = obj["metadata"]
-        if obj["kind"] not in cluster_scoped:
-            assert meta.get("namespace") == NAMESPACE, f"{obj['kind']}/{meta['name']} has no namespace"
+        assert meta.get("namespace") == NAMESPACE, f"{obj['kind']}/{meta['name']} has no namespace"
         labels = meta.get("labels", {})
         assert labels.get("app.kubernetes.io/instance") == "medevents", f"{obj['kind']}/{meta['name']}"
         assert labels.get("app.kubernetes.io/component"), f"{obj['kind']}/{meta['name']} has no component"
@@ -263,9 +261,10 @@ def test_operator_rbac_is_exactly_what_it_needs(rendered: list[Obj], combo: str)
     if nats.get("tls", {}).get("secret"):
         secrets.append(nats["tls"]["secret"])
     assert _rules(rendered, "Role") == _declared("namespaced", secrets)
-    assert _rules(rendered, "ClusterRole") == _declared("cluster", [])
+    # Nothing cluster-wide: with its namespace named exactly, kopf observes no namespaces or CRDs.
+    assert not [o for o in rendered if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     account = find(rendered, "ServiceAccount", "-operator")["metadata"]["name"]
-    for binding in (o for o in rendered if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+    for binding in (o for o in rendered if o["kind"] == "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
     spec = pod_spec(find(rendered, "Deployment", "-operator"))
     assert spec is not None and spec["serviceAccountName"] == account
