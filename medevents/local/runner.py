@@ -138,7 +138,7 @@ class LocalSystem:
         self.mongo: EmbeddedMongo | None = None
         self.mongo_uri = os.environ.get("MONGO_URI", "")
         self.services: dict[str, Service] = {}
-        self.server_restarts: dict[str, Restarts] = {}
+        self.server_restarts: dict[int, Restarts] = {}  # by id() of the server: names may repeat
         self.ingest_port = int(os.environ.get("PORT", "3000"))
 
     def _hash_key(self) -> str:
@@ -284,7 +284,7 @@ class LocalSystem:
     def children(self) -> list[dict[str, Any]]:
         """Every supervised child and its restarts, as ``children.json`` records them."""
         rows: list[tuple[str, str, int, Child | None, Restarts]] = [
-            (s.name, "server", s.port, s.child, self.server_restarts.get(s.name, Restarts()))
+            (s.name, "server", s.port, s.child, self.server_restarts.get(id(s), Restarts()))
             for s in self.embedded()
         ]
         rows += [
@@ -325,7 +325,7 @@ class LocalSystem:
                 if child is None or child.alive():
                     continue
                 changed = True
-                restarts = self.server_restarts.setdefault(server.name, Restarts())
+                restarts = self.server_restarts.setdefault(id(server), Restarts())
                 if restarts.due(server.name, child.popen.returncode, time.monotonic()):
                     try:
                         await asyncio.to_thread(server.start)
