@@ -35,6 +35,7 @@ from medevents.config import (
     redact_url,
 )
 from medevents.local.autoscaler import LocalAutoscaler, with_floor
+from medevents.local.endpoints import ENDPOINTS_FILE
 from medevents.local.procs import Child, spawn
 from medevents.local.servers import EmbeddedMongo, EmbeddedNats, ServerStartError, free_port
 from medevents.natsconn import connect, ensure_stream
@@ -173,7 +174,7 @@ class LocalSystem:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
-        (self.data_dir / "endpoints.json").unlink(missing_ok=True)  # a last run's is not this one's
+        (self.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)  # a last run's is not this one's
         self.key = self._hash_key()
         if free_port(self.ingest_port) != self.ingest_port:
             raise SystemExit(f"medevents: port {self.ingest_port} is in use; set PORT to another port")
@@ -309,7 +310,7 @@ class LocalSystem:
     def write_endpoints(self) -> None:
         """Write ``endpoints.json`` and ``children.json`` (atomically, each)."""
         state = {"runnerPid": os.getpid(), "children": self.children(), "time": _now()}
-        for name, body in (("endpoints.json", self.endpoints()), (CHILDREN_FILE, state)):
+        for name, body in ((ENDPOINTS_FILE, self.endpoints()), (CHILDREN_FILE, state)):
             path = self.data_dir / name
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(body, indent=2) + "\n")
