@@ -211,7 +211,9 @@ class Applier:
         """Run the handler, retrying as the error says, until it succeeds or fails for good."""
         event_id = event_id_of(held.msg.headers, held.sequence)
         try:
-            event: Event | None = decode_event(held.msg.data)
+            # Ingest refused repeated keys when it accepted the event; an event stored before it
+            # did is processed as it was accepted (the last of a repeated key wins).
+            event: Event | None = decode_event(held.msg.data, unique_keys=False)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             event = None
             error = f"undecodable payload: {type(exc).__name__}"
