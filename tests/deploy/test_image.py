@@ -7,6 +7,7 @@ import importlib
 import re
 import shlex
 import tomllib
+from pathlib import Path
 
 import yaml
 
@@ -107,7 +108,10 @@ def test_entrypoint_is_the_console_script() -> None:
 def test_image_has_no_local_extra() -> None:
     installs = [rest for word, rest in _instructions() if word == "RUN" and "pip" in rest]
     assert installs
-    assert any("'medevents[otel]'" in command for command in installs), "tracing needs the otel extra"
+    assert any("-r requirements/image.lock" in command for command in installs)
+    image_lock = (Path(__file__).parents[2] / "requirements" / "image.lock").read_text().lower()
+    for package in ("opentelemetry-sdk==", "opentelemetry-exporter-otlp-proto-http=="):
+        assert package in image_lock, f"tracing needs the otel extra in the image: {package}"
     for command in installs:
         assert "[local" not in command and "local]" not in command, command
         for word in shlex.split(command):
