@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from medevents import logs
 from medevents.config import LogSettings, MongoSettings, NatsSettings, ProcessorSettings, StreamSettings, load
+from medevents.natsconn import JetStreamUnavailable, NatsUnavailable
 from medevents.probes import probe_routes
 
 from .service import Processor
@@ -75,4 +76,8 @@ def serve() -> int:
     nats_settings, stream, mongo = load(NatsSettings), load(StreamSettings), load(MongoSettings)
     logs.configure(load(LogSettings), "processor")
     processor = Processor(settings, nats_settings, stream, mongo)
-    return uvloop.run(run(processor, settings.host, settings.port))
+    try:
+        return uvloop.run(run(processor, settings.host, settings.port))
+    except (NatsUnavailable, JetStreamUnavailable) as exc:  # said in one line; the supervisor retries
+        log.error("cannot start: %s", exc)
+        return 1

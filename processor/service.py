@@ -26,6 +26,7 @@ from medevents.natsconn import connect, ensure_stream
 from medevents.store import Document
 from medevents.subjects import token_of_stored
 
+from ._acks import AckConfirmer
 from ._metrics import ProcessorMetrics
 from ._tasks import cancel_and_wait
 from .applier import Applier, LiveSettings
@@ -89,6 +90,7 @@ class Processor:
         self._mongo: AsyncMongoClient[Document] | None = None
         self._store: EventStore | None = None
         self._registry: Registry | None = None
+        self._acks: AckConfirmer | None = None
         self._loops: dict[int, _PullLoop] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._unpullable: dict[int, str] = {}  # partition -> critical consumer mismatch
@@ -139,7 +141,15 @@ class Processor:
             replicas=self._stream_settings.replicas,
         )
         await self._registry.open()
+        self._acks = AckConfirmer(
+            self._nc,
+            give_up_after_s=self.effective_ack_wait,
+            on_resend=self.metrics.acks_resent.inc,
+            on_give_up=self.metrics.acks_unconfirmed.inc,
+        )
+        await self._acks.start()
         applier = Applier(
+            acks=self._acks,
             nc=self._nc,
             js=self._js,
             store=self._store,
@@ -453,6 +463,8 @@ class Processor:
         if self._registry is not None and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await self._registry.leave()
+        if self._acks is not None:
+            await self._acks.close()
         if self._store is not None:
             await self._store.close()
         if self._nc is not None and not self._nc.is_closed:
