@@ -53,6 +53,7 @@ _TRANSIENT = (PyMongoError, nats.errors.Error, FenceLookupError, TimeoutError)
 LOOKUP_FIRST_TRY_S = 0.25  # the fence's first lookup try waits this long for the stream leader
 LOOKUP_MAX_TRY_S = 1.0  # ... doubling up to this (about the delay after an election it adds)
 LOOKUP_MAX_PAUSE_S = 0.5  # longest pause after an error reply before the next try
+LOOKUP_WARN_AFTER_S = 1.0  # lookups failing this long in a partition are logged (once)
 
 
 @dataclass
@@ -109,6 +110,8 @@ class Applier:
         # The highest watermark this pod saw per patient token: a lower bound, used as a hint.
         self._known: dict[str, int] = {}
         self._lookups_failing: dict[int, float] = {}  # partition -> since when (monotonic)
+        self._lookups_ok_at: dict[int, float] = {}  # partition -> last answered lookup (monotonic)
+        self._lookups_warned: set[int] = set()  # partitions whose failing lookups were logged
         self._lookups_answered = asyncio.Event()  # a lookup got through (wakes paused retries)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -175,16 +178,17 @@ class Applier:
         request timeout, so work resumes within about a second of the election; an error reply
         (JetStream answers at once that the stream has no leader) is retried after a short pause,
         or as soon as another lane's lookup got through. One log line per partition when lookups
-        start failing, one when they are answered again, not one per held event.
+        have failed for a second, one when they are answered again, not one per held event.
         """
         tries = 0
         while True:
             self._check_alive(held)
             timeout = min(self._timeout, LOOKUP_MAX_TRY_S, LOOKUP_FIRST_TRY_S * 2 ** min(tries, 8))
+            started = time.monotonic()
             try:
                 first = await first_pending(self._nc, held.subject, watermark, timeout)
             except FenceLookupError as exc:
-                self._lookup_failed(held.partition, exc)
+                self._lookup_failed(held.partition, exc, started)
                 tries += 1
                 if exc.answered:  # refused at once: pause, unless another lane gets through first
                     pause = min(LOOKUP_MAX_PAUSE_S, 0.05 * 2 ** min(tries, 8)) * random.uniform(0.5, 1.0)
@@ -193,8 +197,10 @@ class Applier:
                         await asyncio.wait_for(self._lookups_answered.wait(), pause)
                 continue
             self._lookups_answered.set()
+            self._lookups_ok_at[held.partition] = time.monotonic()
             since = self._lookups_failing.pop(held.partition, None)
-            if since is not None:
+            if since is not None and held.partition in self._lookups_warned:
+                self._lookups_warned.discard(held.partition)
                 log.info(
                     "fence lookups answered again",
                     extra={"partition": held.partition, "after_s": round(time.monotonic() - since, 2)},
@@ -203,11 +209,15 @@ class Applier:
                 self._on_transient("fence", False)
             return first
 
-    def _lookup_failed(self, partition: int, exc: FenceLookupError) -> None:
+    def _lookup_failed(self, partition: int, exc: FenceLookupError, started: float) -> None:
         self._metrics.transient_errors.labels("fence").inc()
+        if started < self._lookups_ok_at.get(partition, 0.0):
+            return  # a try sent before another one got through: not a new outage
         self._on_transient("fence", True)
-        if partition not in self._lookups_failing:
-            self._lookups_failing[partition] = time.monotonic()
+        now = time.monotonic()
+        since = self._lookups_failing.setdefault(partition, now)
+        if now - since >= LOOKUP_WARN_AFTER_S and partition not in self._lookups_warned:
+            self._lookups_warned.add(partition)  # a blip shorter than that only counts in metrics
             log.warning(
                 "fence lookups failing (stream leader change?); retrying",
                 extra={"partition": partition, "error": str(exc)},

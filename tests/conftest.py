@@ -17,7 +17,7 @@ import pytest
 from medevents.config import MongoSettings, NatsSettings
 from medevents.local import EmbeddedMongo, EmbeddedNats
 
-_TIERS = ("unit", "integration", "operator", "deploy", "e2e")
+_TIERS = ("unit", "integration", "operator", "deploy", "e2e", "cluster")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
