@@ -33,7 +33,7 @@ log = logging.getLogger("medevents.processor")
 
 ACK = b"+ACK"
 FIRST_RESEND_S = 1.0  # an ack not confirmed this long after it was sent is sent again
-MAX_RESEND_S = 4.0  # ... with the wait doubling up to this
+MAX_RESEND_S = 2.0  # ... with the wait doubling up to this (about the delay after a new leader)
 TICK_S = 0.25
 
 
