@@ -27,6 +27,14 @@ def _parser() -> argparse.ArgumentParser:
         help="where data and logs live (MEDEVENTS_HOME, default ./.medevents)",
     )
     up.add_argument("--processors", type=int, default=2, help="processor processes to start with (default 2)")
+    up.add_argument(
+        "--nats-nodes",
+        type=int,
+        choices=(1, 3, 5),
+        default=1,
+        help="embedded nats-servers: 1 (default), or a JetStream cluster of 3 or 5 with the stream "
+        "replicated 3 times, as in production",
+    )
 
     commands.add_parser("ingest", help="run the ingest service (configured by environment variables)")
     commands.add_parser("processor", help="run one processor (configured by environment variables)")
@@ -62,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "up":
                 from medevents.local.runner import run_up
 
-                return run_up(args.data_dir, processors=args.processors)
+                return run_up(args.data_dir, processors=args.processors, nats_nodes=args.nats_nodes)
             case "ingest":
                 from medevents.ingest import serve
 

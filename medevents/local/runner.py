@@ -1,9 +1,10 @@
 """``medevents up``: the whole system on one machine, with no Docker and no cluster.
 
-Starts an embedded nats-server, an embedded MongoDB-wire server (unless ``MONGO_URI`` is set), the
-ingest service and the processors as child processes, restarts any that dies, writes
-``<data dir>/endpoints.json`` and stops everything on Ctrl-C or SIGTERM. Children die with the
-runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
+Starts an embedded nats-server (or, with ``--nats-nodes 3``, a 3-node JetStream cluster with the
+stream replicated 3 times: the production topology), an embedded MongoDB-wire server (unless
+``MONGO_URI`` is set), the ingest service and the processors as child processes, restarts any
+that dies, writes ``<data dir>/endpoints.json`` and stops everything on Ctrl-C or SIGTERM.
+Children die with the runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from medevents.config import (
 )
 from medevents.local.autoscaler import LocalAutoscaler
 from medevents.local.procs import Child, spawn
-from medevents.local.servers import EmbeddedMongo, EmbeddedNats, free_port
+from medevents.local.servers import EmbeddedMongo, EmbeddedNats, EmbeddedNatsCluster, free_port
 from medevents.natsconn import connect, ensure_stream
 
 __all__ = ["LocalSystem", "RunnerPool", "run_up"]
 
 log = logging.getLogger("medevents.local")
 
-NATS_PORT = 4222
+NATS_PORT = 4222  # the first node's; a cluster's other nodes take the next ports
+CLUSTER_REPLICAS = 3  # stream replicas on a local cluster, as in production
 MONGO_PORT = 27017
 PROCESSOR_PORT = 3001
 
@@ -87,11 +89,20 @@ def _http_ok(url: str) -> bool:
 class LocalSystem:
     """Everything ``medevents up`` runs, started and stopped in order."""
 
-    def __init__(self, data_dir: Path, processors: int = 2) -> None:
+    def __init__(self, data_dir: Path, processors: int = 2, nats_nodes: int = 1) -> None:
         self.data_dir = data_dir.resolve()
         self.logs_dir = self.data_dir / "logs"
         self.initial_processors = processors
-        self.nats = EmbeddedNats(self.data_dir / "nats", NATS_PORT)
+        self.nats: EmbeddedNats | EmbeddedNatsCluster
+        self.stream_env: dict[str, str] = {}
+        if nats_nodes == 1:
+            self.nats = EmbeddedNats(self.data_dir / "nats", NATS_PORT)
+        else:
+            # Its own directory: a single server's streams are not the cluster's (and vice versa).
+            ports = [NATS_PORT + i for i in range(nats_nodes)]
+            self.nats = EmbeddedNatsCluster(self.data_dir / "nats-cluster", nats_nodes, ports=ports)
+            if "MEDEVENTS_STREAM_REPLICAS" not in os.environ:
+                self.stream_env["MEDEVENTS_STREAM_REPLICAS"] = str(CLUSTER_REPLICAS)
         self.mongo: EmbeddedMongo | None = None
         self.mongo_uri = os.environ.get("MONGO_URI", "")
         self.services: dict[str, Service] = {}
@@ -109,6 +120,7 @@ class LocalSystem:
     def _env(self, **extra: str) -> dict[str, str]:
         return {
             "NATS_URL": self.nats.url,
+            **self.stream_env,
             "MONGO_URI": self.mongo_uri,
             "MEDEVENTS_PATIENT_HASH_KEY": self.key,
             **extra,
@@ -138,7 +150,7 @@ class LocalSystem:
             self.mongo_uri = self.mongo.start()
         nc = await connect(NatsSettings(url=self.nats.url), "medevents-local")
         try:
-            await ensure_stream(nc.jetstream(), load(StreamSettings))
+            await ensure_stream(nc.jetstream(), load(StreamSettings, {**os.environ, **self.stream_env}))
         finally:
             await nc.close()
         self.add_service("ingest", [*medevents_command(), "ingest"], self.ingest_port, HOST="127.0.0.1")
@@ -285,10 +297,10 @@ class RunnerPool:
             pass  # one at a time: each drains its held events on SIGTERM first
 
 
-async def _main(data_dir: Path, processors: int) -> int:
+async def _main(data_dir: Path, processors: int, nats_nodes: int) -> int:
     autoscale = load(AutoscaleSettings)  # bad settings stop us before anything starts
     processor_settings = load(ProcessorSettings)
-    system = LocalSystem(data_dir, processors)
+    system = LocalSystem(data_dir, processors, nats_nodes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -316,6 +328,6 @@ async def _main(data_dir: Path, processors: int) -> int:
     return 0
 
 
-def run_up(data_dir: Path, processors: int = 2) -> int:
+def run_up(data_dir: Path, processors: int = 2, nats_nodes: int = 1) -> int:
     logs.configure(load(LogSettings), "local")
-    return asyncio.run(_main(data_dir, processors))
+    return asyncio.run(_main(data_dir, processors, nats_nodes))
