@@ -29,3 +29,9 @@ class IngestMetrics:
         )
         self.nats_connected = Gauge("medevents_ingest_nats_connected", "1 when connected to NATS", registry=r)
         self.nats_connected.set(1)
+        self.nats_sync_always = Gauge(
+            "medevents_nats_sync_always",
+            "1 when every NATS server fsyncs before it acknowledges, 0 when one does not, -1 unknown",
+            registry=r,
+        )
+        self.nats_sync_always.set(-1)

@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     from medevents.loadgen.cli import add_parser as add_loadgen
+    from medevents.timeline import add_parser as add_events
 
+    add_events(commands)
     add_loadgen(commands)
     return parser
 
@@ -97,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from medevents.status import print_status
 
                 return print_status(args.data_dir, as_json=args.json)
+            case "events":
+                from medevents.timeline import run as run_events
+
+                return run_events(args)
             case "loadgen":
                 from medevents.loadgen.cli import run as run_loadgen
 

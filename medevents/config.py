@@ -74,6 +74,9 @@ class NatsSettings(_Settings, frozen=True):
     tls_key_file: str = ""  # client key for mutual TLS
     connect_timeout_s: Positive = 2.0  # seconds for one connection attempt
     request_timeout_s: Positive = 5.0  # seconds for a JetStream API request
+    # Monitoring URL(s) of the NATS servers (http://host:8222), comma separated, one per server:
+    # read to check that JetStream fsyncs before it acknowledges. Empty: not checked.
+    monitor_url: str = ""
 
     def __post_init__(self) -> None:
         for url in self.servers:
@@ -83,6 +86,13 @@ class NatsSettings(_Settings, frozen=True):
                 )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE: set both or neither")
+        for url in self.monitor_url.split(","):
+            parts = urlsplit(url.strip())
+            if url.strip() and (parts.scheme not in ("http", "https") or not parts.hostname):
+                raise SettingsError(
+                    "NATS_MONITOR_URL: expected http://host:8222 (comma separated, one per server), "
+                    f"got {redact_url(url.strip())!r}"
+                )
 
     @property
     def servers(self) -> list[str]:
@@ -256,6 +266,13 @@ class OperatorSettings(_Settings, frozen=True):
     @property
     def namespace_patterns(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]
+
+    @property
+    def exact_namespaces(self) -> bool:
+        """Namespaces are given, each by its name (no glob, no negation): kopf then needs to
+        observe neither namespaces nor CRDs, so the operator needs no cluster-scoped rights."""
+        patterns = self.namespace_patterns
+        return bool(patterns) and not any(c in p for p in patterns for c in "*?!")
 
 
 S = TypeVar("S", bound=_Settings)

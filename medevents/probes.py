@@ -14,14 +14,18 @@ from starlette.routing import Route
 from medevents import metrics
 from medevents.problems import problem
 
-__all__ = ["Readiness", "probe_routes"]
+__all__ = ["Readiness", "Warnings", "probe_routes"]
 
 # Returns the reasons the service is not ready; empty when it is.
 Readiness = Callable[[], Awaitable[list[str]]]
+# Returns what is wrong without making the service unready (shown by a ready ``/readyz``).
+Warnings = Callable[[], list[str]]
 _encoder = msgspec.json.Encoder()
 
 
-def probe_routes(service: str, readiness: Readiness, registry: CollectorRegistry) -> list[Route]:
+def probe_routes(
+    service: str, readiness: Readiness, registry: CollectorRegistry, warnings: Warnings | None = None
+) -> list[Route]:
     health_body = _encoder.encode({"status": "ok", "service": service})
 
     async def health(request: Request) -> Response:
@@ -34,7 +38,9 @@ def probe_routes(service: str, readiness: Readiness, registry: CollectorRegistry
         reasons = await readiness()
         if reasons:
             return problem(503, "; ".join(reasons), slug="not-ready", title="Not ready", reasons=reasons)
-        return Response(b'{"status":"ready"}', media_type="application/json")
+        noted = warnings() if warnings else []
+        body = _encoder.encode({"status": "ready", "warnings": noted}) if noted else b'{"status":"ready"}'
+        return Response(body, media_type="application/json")
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(registry), media_type=metrics.CONTENT_TYPE_LATEST)

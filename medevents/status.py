@@ -21,6 +21,7 @@ from medevents.backlog import StreamMissingError, rates, read_backlog, read_memb
 from medevents.cluster import Member
 from medevents.config import NatsSettings, StreamSettings, load
 from medevents.local.autoscaler import AUTOSCALER_FILE
+from medevents.local.endpoints import read_endpoints
 from medevents.natsconn import connect
 
 __all__ = ["collect", "print_status", "render"]
@@ -30,11 +31,9 @@ _READ_TIMEOUT_S = 2.0  # per JetStream request: a leader that does not answer by
 
 def _nats_settings(data_dir: Path) -> NatsSettings:
     settings = load(NatsSettings)
-    endpoints = data_dir / "endpoints.json"
-    if "NATS_URL" not in os.environ and endpoints.exists():
-        url = json.loads(endpoints.read_text()).get("nats")
-        if url:
-            settings = NatsSettings(**{**_fields(settings), "url": url})
+    url = read_endpoints(data_dir).get("nats")
+    if "NATS_URL" not in os.environ and url:
+        settings = NatsSettings(**{**_fields(settings), "url": url})
     return settings
 
 

@@ -3,7 +3,7 @@
 - login: the API URL from ``OPERATOR_KUBE_API_URL``, else the pod's service account, else the
   kubeconfig; the same credentials feed the operator's own client (:class:`Kube`);
 - startup: production kopf settings (own finalizer, server-side watch timeout, warnings posted as
-  Kubernetes events, peering);
+  Kubernetes events, peering, no cluster observation when the namespaces are named exactly);
 - one daemon per EventPipeline: its :class:`PipelineLoop`, stopped when the object goes away.
 """
 
@@ -66,6 +66,10 @@ def build_registry(context: OperatorContext) -> kopf.OperatorRegistry:
         settings.peering.name = context.settings.peering
         settings.peering.standalone = context.settings.standalone
         settings.peering.mandatory = not context.settings.standalone
+        # Namespaces named exactly (the chart): nothing to observe, and the namespaced Role forbids
+        # listing namespaces or CRDs; kopf would retry each 403 for ~54 s before falling back to the
+        # names given, serving nothing meanwhile. The CRDs must exist before the operator starts.
+        settings.scanning.disabled = context.settings.exact_namespaces
 
     @kopf.on.cleanup(registry=registry)
     async def close(**_: Any) -> None:

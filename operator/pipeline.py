@@ -31,6 +31,7 @@ from medevents.backlog import Backlog, StreamMissingError, rates, read_backlog, 
 from medevents.cluster import Member
 from medevents.config import NatsSettings, SettingsError, redact_url
 from medevents.natsconn import connect
+from medevents.natsmonitor import SyncState, SyncWatch, monitor_urls
 from medevents.scaling import Decision, Observation, ScaleState, desired_replicas, per_pod_capacity
 
 from .kube import Kube, KubeError, pipeline_path
@@ -80,6 +81,7 @@ class PipelineLoop:
         self.connected_generation: int | None = None
         self.auth = NatsAuth()
         self.last_decision: dict[str, Any] | None = None
+        self.nats_sync = SyncWatch("")
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class PipelineLoop:
             await self._write_status({}, now, generation)
             return 5.0
         interval = spec.scaling.poll_interval_seconds
+        await self._check_nats_sync(spec, now, generation)
         try:
             js = await self._jetstream(spec, generation)
             if self.reconciled_generation != generation:
@@ -148,6 +151,20 @@ class PipelineLoop:
         )
         await self._write_status(status, now, generation)
         return interval
+
+    async def _check_nats_sync(self, spec: EventPipelineSpec, now: str, generation: int) -> None:
+        """The NatsDurable condition, from the servers' ``/varz`` (read at most once a minute)."""
+        if self.nats_sync.urls != monitor_urls(spec.nats.monitor_url):
+            self.nats_sync = SyncWatch(spec.nats.monitor_url)
+        verdict = await self.nats_sync.refresh()
+        status, reason = {
+            SyncState.ALWAYS: (True, "FsyncBeforeAck"),
+            SyncState.UNSAFE: (False, "AckBeforeFsync"),
+            SyncState.UNKNOWN: (None, "NotChecked" if not self.nats_sync.urls else "Unreadable"),
+        }[verdict.state]
+        flipped = self.conditions.set("NatsDurable", status, reason, verdict.message, now, generation)
+        if flipped and status is False:
+            self.event("Warning", "NatsNotDurable", verdict.message)
 
     async def _jetstream(self, spec: EventPipelineSpec, generation: int) -> JetStreamContext:
         """A JetStream context on a live connection. The spec's URL and Secrets are read when

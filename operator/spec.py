@@ -47,6 +47,7 @@ class NatsRef(_Spec, frozen=True):
     url: str = "nats://nats:4222"  # server URL(s), comma separated
     credentials_secret: str = ""  # Secret with user + password, token or creds
     tls: TlsRef = msgspec.field(default_factory=TlsRef)
+    monitor_url: str = ""  # monitoring URL(s), one per server: checked for fsync-before-ack
 
 
 class StreamSpec(_Spec, frozen=True):

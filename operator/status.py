@@ -9,6 +9,9 @@ message, lastTransitionTime that moves only when the status flips, observedGener
   True the operator does not scale at all: it neither adds nor removes pods.
 - ``Scaling``: True while the last decision changed the replica count.
 - ``Ready``: StreamReady and not Degraded.
+- ``NatsDurable``: every NATS server fsyncs before it acknowledges (``spec.nats.monitorUrl``'s
+  ``/varz``); False names the servers that do not, Unknown when it cannot be read or no URL is set.
+  It does not affect Ready: the pipeline works, but a power failure can lose accepted events.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from medevents.scaling import Decision
 
 __all__ = ["Condition", "Conditions", "decision_status", "iso", "poll_status"]
 
-TYPES = ("Ready", "StreamReady", "Scaling", "Degraded")
+TYPES = ("Ready", "StreamReady", "Scaling", "Degraded", "NatsDurable")
 
 
 def iso(when: datetime.datetime) -> str:
@@ -41,7 +44,7 @@ class Condition(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True)
 
 
 class Conditions:
-    """The four conditions of one EventPipeline, kept in memory and written out whole."""
+    """The conditions of one EventPipeline, kept in memory and written out whole."""
 
     def __init__(self, existing: Any = None) -> None:
         self._by_type: dict[str, Condition] = {}
@@ -53,9 +56,11 @@ class Conditions:
             if condition.type in TYPES:
                 self._by_type[condition.type] = condition
 
-    def set(self, type_: str, status: bool, reason: str, message: str, now: str, generation: int) -> bool:
-        """Set one condition; True if its status flipped (worth an event)."""
-        value = "True" if status else "False"
+    def set(
+        self, type_: str, status: bool | None, reason: str, message: str, now: str, generation: int
+    ) -> bool:
+        """Set one condition (None: Unknown); True if its status flipped (worth an event)."""
+        value = "Unknown" if status is None else "True" if status else "False"
         old = self._by_type.get(type_)
         flipped = old is None or old.status != value
         since = now if flipped or old is None else old.last_transition_time

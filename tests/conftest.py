@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from medevents.config import MongoSettings, NatsSettings
-from medevents.local import EmbeddedMongo, EmbeddedNats
+from medevents.local import EmbeddedMongo, EmbeddedNats, free_port
+from medevents.local.procs import Child, spawn
 
 _TIERS = ("unit", "integration", "operator", "deploy", "e2e", "cluster")
 
@@ -74,3 +78,42 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def mongo_settings(mongo_uri: str) -> MongoSettings:
     return MongoSettings(uri=mongo_uri, db=f"t_{uuid.uuid4().hex[:12]}")
+
+
+@dataclass
+class MonitoredNats:
+    url: str  # client URL
+    monitor_url: str  # http://127.0.0.1:<port>, serving /varz
+
+
+@pytest.fixture
+def monitored_nats(tmp_path: Path) -> Iterator[Callable[[bool], MonitoredNats]]:
+    """Start nats-servers with JetStream and a monitoring port, configured by hand (not through
+    EmbeddedNats): ``start(True)`` fsyncs before it acknowledges, ``start(False)`` has the
+    server's default (fsync every 2 minutes)."""
+    children: list[Child] = []
+
+    def start(sync_always: bool) -> MonitoredNats:
+        name = f"monitored-{len(children)}"
+        port, http_port = free_port(), free_port()
+        store = tmp_path / name
+        sync = "sync_interval: always" if sync_always else ""
+        config = tmp_path / f"{name}.conf"
+        config.write_text(
+            f"host: 127.0.0.1\nport: {port}\nhttp: 127.0.0.1:{http_port}\n"
+            f'jetstream {{ store_dir: "{store}"\n {sync} }}\n'
+        )
+        log = tmp_path / f"{name}.log"
+        child = spawn(
+            name, [str(Path(sys.executable).parent / "nats-server"), "-c", str(config)], log_path=log
+        )
+        children.append(child)
+        deadline = time.monotonic() + 20
+        while b"Server is ready" not in (log.read_bytes() if log.exists() else b""):
+            assert child.alive() and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        return MonitoredNats(f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{http_port}")
+
+    yield start
+    for child in children:
+        child.stop()

@@ -20,6 +20,7 @@ COMBOS: dict[str, dict[str, Any]] = {
         "nats": {
             "enabled": False,
             "url": "tls://nats-0.nats.messaging.svc:4222,tls://nats-1.nats.messaging.svc:4222",
+            "monitorUrl": "http://nats-0.nats.messaging.svc:8222,http://nats-1.nats.messaging.svc:8222",
             "auth": {"existingSecret": "nats-credentials", "type": "userPassword"},
             "tls": {"enabled": True, "secret": "nats-client-tls", "mutual": True},
         },

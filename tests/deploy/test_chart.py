@@ -3,11 +3,13 @@ team relies on (probes, resources, security contexts, RBAC, the EventPipeline, t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ import pytest
 import yaml
 
 from medevents import config
+from medevents.local import free_port
+from medevents.natsmonitor import SyncState, check
 
 from .conftest import COMBOS
 from .manifests import (
@@ -67,11 +71,9 @@ def test_every_object_validates(rendered: list[Obj]) -> None:
 
 
 def test_objects_are_namespaced_and_labelled(rendered: list[Obj]) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
-    for obj in rendered:
+    for obj in rendered:  # nothing cluster-scoped (the CRDs are in crds/, not rendered)
         meta = obj["metadata"]
-        if obj["kind"] not in cluster_scoped:
-            assert meta.get("namespace") == NAMESPACE, f"{obj['kind']}/{meta['name']} has no namespace"
+        assert meta.get("namespace") == NAMESPACE, f"{obj['kind']}/{meta['name']} has no namespace"
         labels = meta.get("labels", {})
         assert labels.get("app.kubernetes.io/instance") == "medevents", f"{obj['kind']}/{meta['name']}"
         assert labels.get("app.kubernetes.io/component"), f"{obj['kind']}/{meta['name']} has no component"
@@ -258,9 +260,10 @@ def test_operator_rbac_is_exactly_what_it_needs(rendered: list[Obj], combo: str)
     if nats.get("tls", {}).get("secret"):
         secrets.append(nats["tls"]["secret"])
     assert _rules(rendered, "Role") == _declared("namespaced", secrets)
-    assert _rules(rendered, "ClusterRole") == _declared("cluster", [])
+    # Nothing cluster-wide: with its namespace named exactly, kopf observes no namespaces or CRDs.
+    assert not [o for o in rendered if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     account = find(rendered, "ServiceAccount", "-operator")["metadata"]["name"]
-    for binding in (o for o in rendered if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+    for binding in (o for o in rendered if o["kind"] == "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
     spec = pod_spec(find(rendered, "Deployment", "-operator"))
     assert spec is not None and spec["serviceAccountName"] == account
@@ -353,6 +356,8 @@ def test_values_schema_mirrors_the_crd(section: str) -> None:
         ({"replicas": 3}, "replicas"),
         ({"ingest": {"replica": 3}}, "replica"),
         ({"pipeline": {"scaling": {"maxReplicas": 0}}}, "/pipeline/scaling/maxReplicas"),
+        ({"nats": {"jetstream": {"sync": "never"}}}, "/nats/jetstream/sync"),
+        ({"nats": {"monitorUrl": "nats://n:8222"}}, "/nats/monitorUrl"),
     ],
 )
 def test_values_schema_rejects(helm: str, tmp_path: Path, values: dict[str, Any], complaint: str) -> None:
@@ -398,6 +403,64 @@ def test_in_chart_nats_configuration_is_valid(helm: str, tmp_path: Path, combo_n
     assert statefulset["spec"]["replicas"] == replicas
     routes = re.findall(r"nats://\S+:6222", conf.read_text())
     assert len(routes) == (replicas if replicas > 1 else 0)
+
+
+def _run_rendered_nats(conf_text: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the real nats-server on the chart's nats.conf, moved to free ports and a temp dir."""
+    nats_server = find_tool("nats-server")
+    if nats_server is None:
+        pytest.skip("nats-server is not installed (it comes with the `local` extra)")
+    port, http_port = free_port(), free_port()
+    conf_text = conf_text.replace("store_dir: /data", f'store_dir: "{tmp_path / "js"}"')
+    conf_text = conf_text.replace("port: 4222", f"port: {port}").replace(
+        "http_port: 8222", f"http_port: {http_port}"
+    )
+    conf_text = conf_text.replace("pid_file: /tmp/nats.pid", f'pid_file: "{tmp_path / "nats.pid"}"')
+    conf = tmp_path / "nats.conf"
+    conf.write_text(conf_text)
+    log = tmp_path / "nats.log"
+    env = {**os.environ, "POD_NAME": "medevents-nats-0"}
+    child = subprocess.Popen([nats_server, "-c", str(conf), "-l", str(log)], env=env)
+    deadline = time.monotonic() + 20
+    while b"Server is ready" not in (log.read_bytes() if log.exists() else b""):
+        assert child.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return child, f"http://127.0.0.1:{http_port}"
+
+
+@pytest.mark.parametrize(("sync", "state"), [("always", SyncState.ALWAYS), ("interval", SyncState.UNSAFE)])
+def test_in_chart_nats_fsyncs_before_it_acknowledges(
+    helm: str, tmp_path: Path, sync: str, state: SyncState
+) -> None:
+    """The chart's nats.conf, run by the real nats-server: `always` (the default) fsyncs each event
+    before the PubAck, the documented opt-out does not, and our /varz check tells them apart."""
+    values = {} if sync == "always" else {"nats": {"jetstream": {"sync": sync}}}
+    objs = helm_template(helm, values, tmp_path)
+    child, monitor = _run_rendered_nats(find(objs, "ConfigMap", "-nats")["data"]["nats.conf"], tmp_path)
+    try:
+        assert asyncio.run(check([monitor])).state is state
+    finally:
+        child.terminate()
+        child.wait(10)
+
+
+@pytest.mark.parametrize("combo_name", ["default", "cluster", "external", "external-creds"])
+def test_ingest_and_operator_check_every_nats_server(helm: str, tmp_path: Path, combo_name: str) -> None:
+    values = COMBOS[combo_name]
+    objs = helm_template(helm, values, tmp_path)
+    nats = values.get("nats", {})
+    if nats.get("enabled", True):
+        replicas = nats.get("replicas", 1)
+        want = ",".join(
+            f"http://medevents-nats-{i}.medevents-nats-headless.{NAMESPACE}.svc:8222" for i in range(replicas)
+        )
+    else:
+        want = nats.get("monitorUrl", "")
+    env = env_of(_container(objs, "ingest"))
+    assert env.get("NATS_MONITOR_URL", {}).get("value", "") == want
+    pipeline = find(objs, "EventPipeline")
+    assert pipeline["spec"]["nats"]["monitorUrl"] == want
+    config.load(config.NatsSettings, {"NATS_MONITOR_URL": want})  # a valid setting
 
 
 def test_network_policies_guard_the_data_stores(rendered: list[Obj], combo: str) -> None:

@@ -8,6 +8,7 @@ from medevents.config import (
     IngestSettings,
     MongoSettings,
     NatsSettings,
+    OperatorSettings,
     ProcessorSettings,
     SettingsError,
     StreamSettings,
@@ -49,6 +50,8 @@ def test_prefixed_name_wins_over_alias() -> None:
         (MongoSettings, {"MONGO_URI": "postgres://x"}, "MONGO_URI"),
         (NatsSettings, {"NATS_URL": "http://x"}, "NATS_URL"),
         (NatsSettings, {"NATS_TLS_CERT_FILE": "/c"}, "NATS_TLS_CERT_FILE"),
+        (NatsSettings, {"NATS_MONITOR_URL": "nats://x:8222"}, "NATS_MONITOR_URL"),
+        (NatsSettings, {"NATS_MONITOR_URL": "http://a:8222,8222"}, "NATS_MONITOR_URL"),
         (IngestSettings, {"INGEST_AUTH_TOKENS_FILE": "/does/not/exist"}, "INGEST_AUTH_TOKENS_FILE"),
     ],
 )
@@ -70,3 +73,19 @@ def test_tokens_from_variable_and_file(tmp_path: object) -> None:
     path.write_text("t2\n\n t3 \n")
     settings = load(IngestSettings, {"INGEST_AUTH_TOKENS": "t1, ", "INGEST_AUTH_TOKENS_FILE": str(path)})
     assert settings.tokens() == ("t1", "t2", "t3")
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "exact"),
+    [
+        ("", False),  # cluster-wide: kopf watches CRDs
+        (" , ", False),
+        ("medevents", True),  # the chart
+        ("team-a, team-b", True),
+        ("med-*", False),  # globs and negations need the namespace list
+        ("team-a,team-?", False),
+        ("!kube-system", False),
+    ],
+)
+def test_exact_namespaces_need_no_cluster_scanning(namespaces: str, exact: bool) -> None:
+    assert load(OperatorSettings, {"OPERATOR_NAMESPACES": namespaces}).exact_namespaces is exact

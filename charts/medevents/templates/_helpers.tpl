@@ -68,6 +68,20 @@ app.kubernetes.io/part-of: medevents
 {{- end -}}
 {{- end -}}
 
+{{/* NATS monitoring URLs, one per server (in-release: each pod through the headless Service). */}}
+{{- define "medevents.natsMonitorUrl" -}}
+{{- if .Values.nats.enabled -}}
+{{- $name := include "medevents.componentName" (list . "nats") -}}
+{{- $urls := list -}}
+{{- range $i, $_ := until (int .Values.nats.replicas) -}}
+{{- $urls = append $urls (printf "http://%s-%d.%s-headless.%s.svc:8222" $name $i $name $.Release.Namespace) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- else -}}
+{{- .Values.nats.monitorUrl -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "medevents.mongoSecretName" -}}
 {{- if and (not .Values.mongodb.enabled) .Values.mongodb.existingSecret -}}
 {{- .Values.mongodb.existingSecret -}}
@@ -108,6 +122,10 @@ mongodb-uri
 {{- define "medevents.natsEnv" -}}
 - name: NATS_URL
   value: {{ include "medevents.natsUrl" . | quote }}
+{{- with include "medevents.natsMonitorUrl" . }}
+- name: NATS_MONITOR_URL
+  value: {{ . | quote }}
+{{- end }}
 {{- with .Values.nats.auth }}
 {{- if eq .type "userPassword" }}
 - name: NATS_USER
