@@ -397,6 +397,19 @@ class FaultRun:
         """From the fault to a stream leader on a live node, as the watch saw it."""
         return self.recovered_at - self.fault_at
 
+    @property
+    def led_again_at(self) -> float:
+        """After the fault, when a backlog read first got every consumer and the stream through
+        a leader (the consumers' elections are over too)."""
+        return min(
+            (
+                t
+                for t, _, b in self.watch.backlog
+                if t >= self.recovered_at and isinstance(b, Backlog) and b.complete
+            ),
+            default=float("inf"),
+        )
+
     def unmoved(self) -> list[int]:
         """Partitions whose consumer leader was not on a stopped node and did not move."""
         return [
@@ -415,7 +428,11 @@ class FaultRun:
             "election_s": round(self.election_s, 2),
             "publish_unavailable_s": [round(b - a, 2) for a, b in windows],
             "readiness_false_s": round(max(not_ready) - min(not_ready), 2) if not_ready else 0.0,
-            "true_lag_after_s": None
+            "all_led_after_s": round(self.led_again_at - self.fault_at, 2),
+            "lag_zero_after_all_led_s": None
+            if self.true_lag_at is None
+            else round(self.true_lag_at - self.led_again_at, 2),
+            "lag_zero_after_all_stored_s": None
             if self.true_lag_at is None or self.all_stored_at is None
             else round(self.true_lag_at - self.all_stored_at, 2),
             "stalls_s": {p: round(s, 2) for p, s in sorted(self.stalls.items())},

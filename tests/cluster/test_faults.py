@@ -18,7 +18,15 @@ from medevents.backlog import Backlog
 from medevents.config import MongoSettings
 from medevents.local import EmbeddedNatsCluster
 
-from .harness import PARTITIONS, PROBE_TIMEOUT_S, ClusterSystem, Fault, FaultRun, cluster_system, run_fault
+from .harness import (
+    PARTITIONS,
+    PROBE_TIMEOUT_S,
+    ClusterSystem,
+    Fault,
+    FaultRun,
+    cluster_system,
+    run_fault,
+)
 
 
 async def _kill_stream_leader(system: ClusterSystem) -> list[str]:
@@ -71,6 +79,11 @@ async def _rolling_restart(system: ClusterSystem) -> list[str]:
 
 FAULTS = [
     pytest.param(Fault("stream leader SIGKILL", _kill_stream_leader), id="stream-leader-sigkill"),
+    pytest.param(
+        Fault("stream leader SIGKILL", _kill_stream_leader),
+        id="stream-leader-sigkill-again",
+        marks=pytest.mark.soak,
+    ),
     pytest.param(
         Fault("stream leader SIGTERM", _term_stream_leader),
         id="stream-leader-sigterm",
@@ -169,7 +182,9 @@ def test_readiness_follows_whether_publishing_can_succeed(run: FaultRun) -> None
 
 def test_lag_is_true_soon_after_the_handover(run: FaultRun) -> None:
     """Weakness 1: once every accepted event is stored, the lag reads zero within seconds, not
-    after the ack wait (30 s) that lost acknowledgements would leave it at."""
+    after the ack wait (30 s) that acks lost in the handover would leave it up for. (While load
+    runs, a lag read is too noisy to tell a few lost acks from events in flight; the load stops
+    2 s after the new leaders are in, so this bounds the phantom lag to seconds after them.)"""
     assert run.all_stored_at is not None, "not every accepted event was stored"
     assert run.true_lag_at is not None, "the lag never read zero within 40 s of everything stored"
     assert run.true_lag_at - run.all_stored_at < 5.0
