@@ -96,7 +96,7 @@ async def test_acks_lost_in_a_consumer_leader_change_are_sent_again(
                     break
                 await asyncio.sleep(0.25)
             assert lags[-1] == 0, f"phantom lag after the handover: {lags}"
-            print(f"lag true {time.monotonic() - led_again:.2f} s after the new consumer leaders; read {lags}")
+            print(f"lag true {time.monotonic() - led_again:.2f} s after the new consumer leaders: {lags}")
             resent = processor.metrics.registry.get_sample_value("medevents_processor_acks_resent_total")
             assert resent, "no ack was sent again: the fault did not hit any ack"
         finally:
