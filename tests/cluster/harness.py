@@ -18,14 +18,13 @@ import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import nats.errors
 from integration.processor_procs import ProcessorFleet
@@ -76,21 +75,17 @@ class IngestProcess:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not await asyncio.to_thread(_http_ok, f"{self.url}/readyz"):
-            assert self.child.alive(), f"ingest exited: {self.tail()}"
-            assert time.monotonic() < deadline, f"ingest not ready: {self.tail()}"
-            await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=self.url, timeout=3) as client:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/readyz")).status_code == 200:
+                        return
+                assert self.child.alive(), f"ingest exited: {self.tail()}"
+                assert time.monotonic() < deadline, f"ingest not ready: {self.tail()}"
+                await asyncio.sleep(0.2)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own local URL
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 # -- load -------------------------------------------------------------------------------------
