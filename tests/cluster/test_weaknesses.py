@@ -29,6 +29,7 @@ from medevents.config import MongoSettings, NatsSettings, StreamSettings
 from medevents.local import EmbeddedNatsCluster
 from medevents.natsconn import ensure_stream
 from medevents.processor import Processor
+from medevents.processor.consumers import ensure_consumer
 
 from .harness import PARTITIONS, REPLICAS, IngestProcess, system_env
 
@@ -55,24 +56,25 @@ async def test_acks_lost_in_a_consumer_leader_change_are_sent_again(
 ) -> None:
     """Weakness 1: acks sent while a consumer has no leader are lost; sent again until confirmed,
     the lag reads zero seconds after the new leaders are elected, not after the ack wait (30 s)."""
-    settings = NatsSettings(url=nats_cluster.url)
     async with connected(nats_cluster.url) as nc:
         js = nc.jetstream(timeout=5)
         await ensure_stream(js, STREAM)
+        settings = fast_settings(ack_wait_s=30.0)
+        leaders = {}
+        for p in range(PARTITIONS):
+            info, _ = await ensure_consumer(js, p, ack_wait_s=30.0, max_ack_pending=settings.max_ack_pending)
+            assert info.cluster is not None
+            leaders[p] = info.cluster.leader
+        led = [n.server_name for n in nats_cluster.nodes if n.server_name != await stream_leader(nc)]
+        victim = max(led, key=lambda n: list(leaders.values()).count(n))
+        assert victim in leaders.values()
+        # The processor talks to another node: its acks reach the victim's consumers through it
+        # (connected to the victim, nats-py would hold them back while reconnecting instead).
+        entry = next(n for n in nats_cluster.nodes if n.server_name != victim)
         recorder = Recorder(delay_ms=(100, 200))  # each patient's 8 events take about a second
-        processor = Processor(
-            fast_settings(ack_wait_s=30.0), settings, STREAM, mongo_settings, handler=recorder
-        )
+        processor = Processor(settings, NatsSettings(url=entry.url), STREAM, mongo_settings, handler=recorder)
         await processor.start()
         try:
-            leaders = {}
-            for p in range(PARTITIONS):
-                info = await js.consumer_info(topology.STREAM, topology.consumer_name(p))
-                assert info.cluster is not None
-                leaders[p] = info.cluster.leader
-            led = [n.server_name for n in nats_cluster.nodes if n.server_name != await stream_leader(nc)]
-            victim = max(led, key=lambda n: list(leaders.values()).count(n))
-            assert victim in leaders.values()
             published = await publish(js, [f"ack-{i}" for i in range(50)], 8, Published())
             # Kill once processing is under way: the processor holds the rest, and the acks of
             # about a third of them go to consumers the victim leads.
