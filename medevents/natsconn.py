@@ -15,13 +15,14 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from medevents import topology
 from medevents.config import NatsSettings, StreamSettings
 
 __all__ = [
     "NO_LEADER_ERRORS",
+    "NO_SUITABLE_PEERS",
     "JetStreamUnavailable",
     "NatsUnavailable",
     "connect",
@@ -205,6 +206,7 @@ class JetStreamUnavailable(ConnectionError):
 # answered in time.
 NO_LEADER_ERRORS = (TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
 STARTUP_BUDGET_S = 120.0  # how long start-up waits for a JetStream leader before giving up
+NO_SUITABLE_PEERS = 10005  # creating a replicated asset before the cluster's nodes all know each other
 _T = TypeVar("_T")
 
 
@@ -217,7 +219,9 @@ async def until_led(
     (by this process or another one starting at the same time) and during an election: its info
     requests go unanswered, JetStream answers 503, or a follower answers without a leader. Start-up
     waits for it with short tries (one log line), and raises :class:`JetStreamUnavailable` after
-    ``budget_s``. Other errors (not found, bad request) propagate at once.
+    ``budget_s``. Creating a replicated asset on a cluster that has just started can also be
+    refused for want of peers (10005) for a moment: retried the same way. Other errors (not found,
+    bad request) propagate at once.
     """
     deadline = time.monotonic() + budget_s
     tries = 0
@@ -233,6 +237,10 @@ async def until_led(
             reason = "no leader yet"
         except NO_LEADER_ERRORS as exc:
             reason = type(exc).__name__
+        except BadRequestError as exc:
+            if exc.err_code != NO_SUITABLE_PEERS:
+                raise
+            reason = "no suitable peers yet"  # a fresh cluster whose nodes are still meeting
         if time.monotonic() > deadline:
             raise JetStreamUnavailable(
                 f"{what} has no leader after {budget_s:g} s ({reason}): is a majority of the NATS cluster up?"

@@ -11,7 +11,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from medevents import topology
-from medevents.natsconn import until_led
+from medevents.natsconn import NO_SUITABLE_PEERS, until_led
 
 __all__ = [
     "CRITICAL_FIELDS",
@@ -66,7 +66,10 @@ async def ensure_consumer(
             try:
                 info = await js.add_consumer(topology.STREAM, want)
                 log.info("consumer created", extra={"partition": partition, "consumer": name})
-            except BadRequestError:  # another pod created it first, maybe with other settings
+            except BadRequestError as exc:
+                if exc.err_code == NO_SUITABLE_PEERS:
+                    raise  # a cluster still forming: until_led tries again
+                # another pod created it first, maybe with other settings
                 info = await js.consumer_info(topology.STREAM, name)
         return info
 

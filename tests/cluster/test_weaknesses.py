@@ -196,3 +196,30 @@ async def test_processors_starting_together_wait_for_leaders(
             if processor.lanes is not None:
                 await processor.drain(1.0)
             await processor.close()
+
+
+async def test_start_up_waits_until_a_replicated_stream_can_be_placed(tmp_path: Path) -> None:
+    """Weakness 6, found by the soak: ingest or a processor that starts on a fresh cluster whose
+    nodes have not all met yet is refused placement of the R3 stream ("no suitable peers", 10005);
+    start-up waits for them instead of exiting. Here the third node starts 4 s late."""
+    cluster = EmbeddedNatsCluster(tmp_path / "nats")
+    first, second, third = cluster.nodes
+    try:
+        for node in (first, second):
+            node.spawn()
+        await asyncio.to_thread(cluster.wait_healthy, 30.0, [first, second])
+        async with connected(first.url) as nc:
+            creating = asyncio.create_task(ensure_stream(nc.jetstream(timeout=5), STREAM))
+            try:
+                await asyncio.sleep(4.0)
+                if creating.done():
+                    raise AssertionError(
+                        f"start-up did not wait for the third node: {creating.exception()!r}"
+                    )
+                await asyncio.to_thread(third.start)
+                info = await asyncio.wait_for(creating, 60)
+            finally:
+                creating.cancel()
+        assert info.config.num_replicas == REPLICAS and info.cluster is not None and info.cluster.leader
+    finally:
+        await asyncio.to_thread(cluster.stop)
