@@ -1,14 +1,19 @@
 """Benchmark 1, ingest vs bare: ``POST /events`` of the ingest service against a bare Starlette app
 that reads the body and answers 202 without validating or publishing, both under uvicorn with the
 same settings, hit by the same load tool with the same payloads; with 1 and 2 workers. Also the
-raw JetStream publish rate of one Python process (the ceiling under ingest), and the load
-generator's own ceiling against the bare app."""
+raw JetStream publish rate of one Python process (the ceiling under ingest), the load
+generator's own ceiling against the bare app, and ingest with OpenTelemetry tracing off and on
+(every request sampled, exported over OTLP/HTTP to a receiver that discards it), alternated in the
+same run: tracing off must cost nothing, and the ratio says what turning it on costs."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from ._common import Outcome, Row, Servers, check, cpu_seconds, start_bare, start_ingest
+from medevents import tracing
+
+from ._common import Outcome, Row, Servers, check, cpu_seconds, start_bare, start_ingest, start_otlp_sink
 from ._load import LoadStats, has_wrk, max_rate, run_loadgen
 from ._natspub import publish_rate
 
@@ -20,8 +25,11 @@ CONNECTIONS = 64
 TARGET_RATIO = 0.75
 
 
-async def _measure(start: Any, servers: Servers, workers: int) -> tuple[LoadStats, float]:
-    proc = start(servers, workers)
+TRACING_ROUNDS = 2  # off, on, off, on: drift of a shared machine falls on both sides
+
+
+async def _measure(start: Any, servers: Servers, workers: int, **env: str) -> tuple[LoadStats, float]:
+    proc = start(servers, workers, **env)
     try:
         cpu0 = cpu_seconds(proc.child.pid)
         stats = await max_rate(proc.url, SECONDS, CONNECTIONS)
@@ -80,4 +88,69 @@ async def run() -> Outcome:
         finally:
             bare_app.stop()
         rows.append(Row("loadgen_ceiling", "medevents loadgen against bare, 1 worker", client.rps, "req/s"))
+        rows += await _tracing_cost(servers, data)
     return Outcome(rows, data)
+
+
+async def _tracing_cost(servers: Servers, data: dict[str, Any]) -> list[Row]:
+    """Ingest req/s with tracing off, on (every request sampled) and on with 10 % sampled,
+    alternated (1 worker, the same load), plus what tracing off adds to a request in-process."""
+    sink = start_otlp_sink(servers)
+    variants: dict[str, dict[str, str]] = {
+        "off": {},
+        "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url},
+        "sampled": {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+    }
+    runs: dict[str, list[LoadStats]] = {name: [] for name in variants}
+    try:
+        for _ in range(TRACING_ROUNDS):
+            for name, env in variants.items():
+                runs[name].append((await _measure(start_ingest, servers, 1, **env))[0])
+    finally:
+        sink.stop()
+    rps = {name: sum(s.rps for s in stats) / len(stats) for name, stats in runs.items()}
+    data["tracing"] = {name: [s.__dict__ for s in stats] for name, stats in runs.items()}
+    ratio = rps["on"] / rps["off"] if rps["off"] else None
+    sampled = rps["sampled"] / rps["off"] if rps["off"] else None
+    off_us = _tracing_off_cost_us()
+    print(
+        f"ingest req/s tracing off {rps['off']:,.0f}, on {rps['on']:,.0f} (on/off = {ratio or 0:.2f}), "
+        f"10% sampled {rps['sampled']:,.0f} ({sampled or 0:.2f}); tracing off adds {off_us:.2f} us a request"
+    )
+    return [
+        Row("tracing_off_rps", "ingest, tracing off (OTEL_* unset), 1 worker", rps["off"], "req/s"),
+        Row(
+            "tracing_on_rps",
+            "ingest, tracing on (every request sampled, OTLP/HTTP), 1 worker",
+            rps["on"],
+            "req/s",
+        ),
+        Row("tracing_ratio", "ratio tracing on / off", ratio, "x"),
+        Row("tracing_sampled_rps", "ingest, tracing on, 10 % sampled, 1 worker", rps["sampled"], "req/s"),
+        Row("tracing_sampled_ratio", "ratio tracing 10 % sampled / off", sampled, "x"),
+        Row(
+            "tracing_off_us",
+            "what tracing off adds to one request (its span sites, in-process)",
+            off_us,
+            "us",
+        ),
+    ]
+
+
+def _tracing_off_cost_us(n: int = 200_000) -> float:
+    """Microseconds the ingest hot path spends on tracing while it is off: its two span sites
+    and the header-injection test, timed in this process (tracing is never configured here)."""
+    started = time.perf_counter()
+    for _ in range(n):
+        with tracing.span("validate event"):
+            pass
+        with tracing.span("publish EVENTS", kind=tracing.SpanKind.PRODUCER) as span:
+            if span is not None:
+                span.set_attribute("x", 1)
+        if tracing.enabled:
+            tracing.inject({})
+    return (time.perf_counter() - started) / n * 1e6

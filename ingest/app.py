@@ -21,9 +21,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from medevents import logs, store
+from medevents import logs, store, tracing
 from medevents.backlog import StreamMissingError
-from medevents.config import IngestSettings, LogSettings, MongoSettings, NatsSettings, StreamSettings, load
+from medevents.config import (
+    IngestSettings,
+    LogSettings,
+    MongoSettings,
+    NatsSettings,
+    StreamSettings,
+    TracingSettings,
+    load,
+)
 from medevents.ids import derive_event_id
 from medevents.model import EVENT_ID_PATTERN, Event, EventInvalid, decode_event, decode_events
 from medevents.natsmonitor import SyncState, SyncWatch
@@ -56,7 +64,17 @@ _BATCH_TYPES = {"application/json", "application/x-ndjson", "application/ndjson"
 _AT_PATH = re.compile(r" - at `\$(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
-_encoder = msgspec.json.Encoder()
+
+
+def _bson_value(value: object) -> object:
+    """What msgspec cannot encode in a stored document: BSON 64-bit integers (``Int64``, an int
+    subclass, for any number in ``data`` beyond 32 bits). Called only for such values."""
+    if isinstance(value, int):
+        return int(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_bson_value)
 
 
 class Invalid(Exception):
@@ -152,10 +170,32 @@ class IngestService:
             raise BodyError(415, f"send the body as {' or '.join(sorted(types))}")
         return await read_body(request, limit, self.settings.body_timeout_s)
 
+    def _validate(self, raw: bytes, key: str | None) -> tuple[Event, str]:
+        """Decode and validate one event and derive its id (span ``validate event``)."""
+        with tracing.span("validate event") as span:
+            try:
+                event = decode_event(raw)
+            except (msgspec.DecodeError, EventInvalid) as exc:
+                tracing.error(span, "invalid")
+                raise _invalid(exc) from None
+            event_id = derive_event_id(event, key)
+            if span is not None:
+                span.set_attribute(tracing.EVENT_ID, event_id)
+            return event, event_id
+
     async def _publish(self, event: Event, raw: bytes, event_id: str) -> bool:
-        duplicate = await self.publisher.publish(
-            ingest_subject(patient_token(event.patientId)), raw, event_id
-        )
+        with tracing.span("publish EVENTS", kind=tracing.SpanKind.PRODUCER) as span:
+            if span is not None:
+                span.set_attributes(tracing.event_attributes(event_id, event.patientId))
+            try:
+                duplicate = await self.publisher.publish(
+                    ingest_subject(patient_token(event.patientId)), raw, event_id
+                )
+            except Unavailable as exc:
+                tracing.error(span, exc.kind)
+                raise
+            if span is not None:
+                span.set_attribute("medevents.duplicate", duplicate)
         if duplicate:
             self.metrics.duplicates.inc()
         else:
@@ -179,11 +219,7 @@ class IngestService:
         try:
             body = await self._body(request, _JSON_TYPES, self.settings.max_body_bytes)
             key = self._idempotency_key(request)
-            try:
-                event = decode_event(body)
-            except (msgspec.DecodeError, EventInvalid) as exc:
-                raise _invalid(exc) from None
-            event_id = derive_event_id(event, key)
+            event, event_id = self._validate(body, key)
             duplicate = await self._publish(event, body, event_id)
         except BodyError as exc:
             self.metrics.errors.labels(f"http_{exc.status}").inc()
@@ -231,11 +267,7 @@ class IngestService:
 
     async def _batch_item(self, index: int, raw: bytes) -> BatchItem:
         try:
-            try:
-                event = decode_event(raw)
-            except (msgspec.DecodeError, EventInvalid) as exc:
-                raise _invalid(exc) from None
-            event_id = derive_event_id(event)
+            event, event_id = self._validate(raw, None)
             duplicate = await self._publish(event, raw, event_id)
         except Invalid as exc:
             self.metrics.errors.labels("invalid").inc()
@@ -351,6 +383,7 @@ class IngestService:
                 await watch
             await self.publisher.close()
             await self._mongo.close()
+            tracing.shutdown()
             log.info("ingest stopped")
 
     def app(self) -> Starlette:
@@ -362,16 +395,20 @@ class IngestService:
             Route("/openapi.json", self.openapi, methods=["GET"]),
             *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry, self.warnings),
         ]
-        return Starlette(
+        app = Starlette(
             routes=routes,
             lifespan=self.lifespan,
             exception_handlers={HTTPException: http_exception_handler},
         )
+        tracing.instrument_starlette(app)
+        return app
 
 
 def create_app() -> Starlette:
     """The app from environment variables (uvicorn's factory entry point, one per worker)."""
     logs.configure(load(LogSettings), "ingest")
+    if tracing.configure(load(TracingSettings), "medevents-ingest"):
+        tracing.instrument_pymongo()
     service = IngestService(
         load(IngestSettings), load(NatsSettings), load(StreamSettings), load(MongoSettings)
     )

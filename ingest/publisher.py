@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from medevents import topology
+from medevents import topology, tracing
 from medevents.config import IngestSettings, NatsSettings, StreamSettings
 from medevents.natsconn import connect, ensure_stream
 
@@ -181,8 +181,11 @@ class Publisher:
         self._next_token += 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[token] = future
+        headers = {"Nats-Msg-Id": event_id}
+        if tracing.enabled:
+            tracing.inject(headers)  # the trace goes on in the processor
         try:
-            await nc.publish(subject, payload, reply=self._inbox + token, headers={"Nats-Msg-Id": event_id})
+            await nc.publish(subject, payload, reply=self._inbox + token, headers=headers)
             return await future
         finally:
             self._pending.pop(token, None)

@@ -21,7 +21,7 @@ from medevents.config import MongoSettings, NatsSettings
 from medevents.local import EmbeddedMongo, EmbeddedNats, EmbeddedNatsCluster, free_port
 from medevents.local.procs import Child, spawn
 
-_TIERS = ("unit", "integration", "operator", "deploy", "e2e", "cluster")
+_TIERS = ("unit", "integration", "operator", "deploy", "e2e", "faults", "cluster")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

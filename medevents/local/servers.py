@@ -4,6 +4,8 @@ under a directory of its own."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import sys
@@ -11,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Literal
 
 from medevents.local.procs import Child, spawn
 
@@ -46,10 +49,16 @@ def _binary(name: str, package: str) -> str:
     return found
 
 
-def _wait_for_log(child: Child, log: Path, needle: bytes, timeout: float) -> None:
+def _log_end(log: Path) -> int:
+    """Where this start's lines begin: the log is appended to, so a restart keeps the last words
+    of the run that died."""
+    return log.stat().st_size if log.exists() else 0
+
+
+def _wait_for_log(child: Child, log: Path, needle: bytes, timeout: float, offset: int = 0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if needle in log.read_bytes():
+        if needle in log.read_bytes()[offset:]:
             return
         if not child.alive():
             break
@@ -83,7 +92,16 @@ class _Embedded:
 
 class EmbeddedNats(_Embedded):
     """nats-server with JetStream, file storage under ``data_dir/jetstream``; one node of an
-    :class:`EmbeddedNatsCluster` when ``routes`` are given."""
+    :class:`EmbeddedNatsCluster` when ``cluster_name`` is given.
+
+    It runs from a configuration file written to ``data_dir/nats-server.conf`` (nats-server has no
+    flag for ``sync_interval``) that sets ``jetstream { sync_interval: always }``: the server then
+    fsyncs every message before it acknowledges it, so an event acknowledged to the ingest (a 202)
+    survives a power failure. ``sync="interval"`` keeps nats-server's own default (fsync every two
+    minutes), the opt-out ``MEDEVENTS_NATS_SYNC=interval``. A user ``config`` file (auth, TLS) is
+    included first; the store flags and the ``jetstream`` block written here win over it. A
+    cluster node gets its name, routes and monitoring port as flags on top.
+    """
 
     name = "nats-server"
 
@@ -94,6 +112,7 @@ class EmbeddedNats(_Embedded):
         host: str = "127.0.0.1",
         *,
         config: Path | None = None,
+        sync: Literal["always", "interval"] = "always",
         server_name: str = "medevents-local",
         cluster_name: str = "",
         cluster_port: int = 0,
@@ -102,11 +121,13 @@ class EmbeddedNats(_Embedded):
     ) -> None:
         super().__init__(data_dir, port, host)
         self.config = config  # a nats-server config file (auth, TLS); the flags below win over it
+        self.sync = sync
         self.server_name = server_name
-        self.cluster_name = cluster_name
+        self.cluster_name = cluster_name  # set: a cluster node, routed to ``routes``
         self.cluster_port = free_port(cluster_port, host) if cluster_name else 0
         self.routes = routes or []
         self.monitor_port = free_port(monitor_port, host) if monitor_port or cluster_name else 0
+        self._log_offset = 0
 
     @property
     def url(self) -> str:
@@ -120,15 +141,30 @@ class EmbeddedNats(_Embedded):
     def monitor_url(self) -> str:
         return f"http://{self.host}:{self.monitor_port}"
 
+    def write_config(self) -> Path:
+        """The configuration file the server runs from (rewritten at each start)."""
+        path = self.data_dir / "nats-server.conf"
+        lines = ["# Written by medevents at each start; edits are lost. See EmbeddedNats."]
+        if self.config is not None:
+            # nats-server resolves an include against the including file's folder, even an
+            # absolute one: give it the relative path.
+            relative = os.path.relpath(Path(self.config).resolve(), self.data_dir.resolve())
+            lines.append(f"include {json.dumps(relative)}")
+        if self.sync == "always":
+            # Later keys win: this block replaces any `jetstream` block of the user's file.
+            lines.append("jetstream { sync_interval: always }")
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def argv(self) -> list[str]:
         argv = [
             _binary("nats-server", "local"),
+            "--config", str(self.write_config()),
             "--jetstream",
             "--store_dir", str(self.data_dir / "jetstream"),
             "--addr", self.host,
             "--port", str(self.port),
             "--server_name", self.server_name,
-            *(["--config", str(self.config)] if self.config else []),
         ]  # fmt: skip
         if self.monitor_port:
             argv += ["--http_port", str(self.monitor_port)]
@@ -143,13 +179,13 @@ class EmbeddedNats(_Embedded):
     def spawn(self) -> None:
         """Start the process without waiting for it (see :meth:`start`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log.write_bytes(b"")
+        self._log_offset = _log_end(self.log)
         name = self.server_name if self.cluster_name else self.name
         self.child = spawn(name, self.argv(), log_path=self.log)
 
     def wait_started(self, timeout: float = 20.0) -> None:
         assert self.child is not None
-        _wait_for_log(self.child, self.log, b"Server is ready", timeout)
+        _wait_for_log(self.child, self.log, b"Server is ready", timeout, self._log_offset)
 
     def start(self, timeout: float = 20.0) -> str:
         self.spawn()
@@ -165,9 +201,10 @@ class EmbeddedNatsCluster:
     """``nodes`` nats-servers with JetStream clustered over loopback routes: the production
     topology (R3 streams survive the loss of one node) on one machine.
 
-    Every node has its own client, route and monitoring ports and its own store under
-    ``data_dir/n<i>``; :meth:`kill`, :meth:`terminate` and :meth:`restart` act on one node, which
-    comes back on the same ports and store.
+    Every node has its own client, route and monitoring ports and its own store and generated
+    configuration (``sync_interval: always`` unless ``sync="interval"``) under ``data_dir/n<i>``;
+    :meth:`kill`, :meth:`terminate` and :meth:`restart` act on one node, which comes back on the
+    same ports and store.
     """
 
     def __init__(
@@ -179,6 +216,7 @@ class EmbeddedNatsCluster:
         host: str = "127.0.0.1",
         name: str = "medevents",
         config: Path | None = None,
+        sync: Literal["always", "interval"] = "always",
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -191,6 +229,7 @@ class EmbeddedNatsCluster:
                 wanted[i],
                 host,
                 config=config,
+                sync=sync,
                 server_name=f"{name}-n{i + 1}",
                 cluster_name=name,
             )
@@ -264,7 +303,7 @@ class EmbeddedMongo(_Embedded):
 
     def start(self, timeout: float = 60.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log.write_bytes(b"")
+        offset = _log_end(self.log)
         argv = [
             _binary("secantusd-py", "local"),
             "--host", self.host,
@@ -273,5 +312,5 @@ class EmbeddedMongo(_Embedded):
             "--log-level", "INFO",
         ]  # fmt: skip
         self.child = spawn(self.name, argv, log_path=self.log)
-        _wait_for_log(self.child, self.log, b"listening on", timeout)
+        _wait_for_log(self.child, self.log, b"listening on", timeout, offset)
         return self.url

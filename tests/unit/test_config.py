@@ -6,12 +6,14 @@ import pytest
 
 from medevents.config import (
     IngestSettings,
+    LocalSettings,
     MongoSettings,
     NatsSettings,
     OperatorSettings,
     ProcessorSettings,
     SettingsError,
     StreamSettings,
+    TracingSettings,
     _Settings,
     load,
 )
@@ -28,6 +30,11 @@ def test_old_names_keep_working() -> None:
     settings = load(MongoSettings, {"MONGO_URI": "mongodb://db:27017/other"})
     assert (settings.uri, settings.database) == ("mongodb://db:27017/other", "other")
     assert load(StreamSettings, {"MEDEVENTS_PARTITIONS": "8"}).partitions == 8
+
+
+def test_nats_fsyncs_before_acknowledging_unless_opted_out() -> None:
+    assert load(LocalSettings, {}).nats_sync == "always"
+    assert load(LocalSettings, {"MEDEVENTS_NATS_SYNC": "interval"}).nats_sync == "interval"
 
 
 def test_prefixed_name_wins_over_alias() -> None:
@@ -53,6 +60,16 @@ def test_prefixed_name_wins_over_alias() -> None:
         (NatsSettings, {"NATS_MONITOR_URL": "nats://x:8222"}, "NATS_MONITOR_URL"),
         (NatsSettings, {"NATS_MONITOR_URL": "http://a:8222,8222"}, "NATS_MONITOR_URL"),
         (IngestSettings, {"INGEST_AUTH_TOKENS_FILE": "/does/not/exist"}, "INGEST_AUTH_TOKENS_FILE"),
+        (LocalSettings, {"MEDEVENTS_NATS_SYNC": "never"}, "MEDEVENTS_NATS_SYNC"),
+        (TracingSettings, {"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+        (TracingSettings, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        (
+            TracingSettings,
+            {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        ),
+        (TracingSettings, {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        (TracingSettings, {"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED"),
     ],
 )
 def test_bad_value_names_the_variable(cls: type[_Settings], env: dict[str, str], variable: str) -> None:
