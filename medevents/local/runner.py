@@ -2,10 +2,10 @@
 
 Starts an embedded nats-server (or, with ``--nats-nodes 3``, a 3-node JetStream cluster with the
 stream replicated 3 times: the production topology), an embedded MongoDB-wire server (unless
-``MONGO_URI`` is set), the ingest service and the processors as child processes, restarts any that dies (the servers on the
-same port and data directory), writes ``<data dir>/endpoints.json`` and ``children.json`` (what
-runs, restarts; ``medevents status`` shows it) and stops everything on Ctrl-C or SIGTERM. Children
-die with the runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
+``MONGO_URI`` is set), the ingest service and the processors as child processes, restarts any
+that dies (the servers on the same port and data directory), writes ``<data dir>/endpoints.json``
+and ``children.json`` (what runs, restarts; ``medevents status`` shows it) and stops everything on
+Ctrl-C or SIGTERM. Children die with the runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,13 @@ from medevents.config import (
 from medevents.local.autoscaler import LocalAutoscaler, with_floor
 from medevents.local.endpoints import ENDPOINTS_FILE
 from medevents.local.procs import Child, spawn
-from medevents.local.servers import EmbeddedMongo, EmbeddedNats, EmbeddedNatsCluster, ServerStartError, free_port
+from medevents.local.servers import (
+    EmbeddedMongo,
+    EmbeddedNats,
+    EmbeddedNatsCluster,
+    ServerStartError,
+    free_port,
+)
 from medevents.natsconn import connect, ensure_stream
 
 __all__ = ["CHILDREN_FILE", "LocalSystem", "run_up"]
