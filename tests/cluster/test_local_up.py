@@ -14,6 +14,7 @@ import nats
 from e2e.localup import MEDEVENTS, LocalUp
 
 from medevents import topology
+from medevents.local import EmbeddedNatsCluster
 
 
 async def test_up_with_three_nats_nodes(tmp_path: Path) -> None:
@@ -59,3 +60,13 @@ async def test_up_with_three_nats_nodes(tmp_path: Path) -> None:
         assert json.loads(status.stdout)["complete"] is True
     finally:
         await asyncio.to_thread(up.stop)
+
+
+async def test_every_cluster_node_fsyncs_before_it_acknowledges(nats_cluster: EmbeddedNatsCluster) -> None:
+    """The cluster's nodes run from the same generated configuration as the single embedded
+    server: `jetstream { sync_interval: always }` (FINDINGS, durability under power loss)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        for node in nats_cluster.nodes:
+            varz = (await client.get(f"{node.monitor_url}/varz")).json()
+            assert varz["jetstream"]["config"]["sync_always"] is True, node.server_name
+            assert varz["cluster"]["name"] == "medevents"
