@@ -34,6 +34,7 @@ from pymongo import AsyncMongoClient
 
 from medevents import store, topology
 from medevents.backlog import Backlog, read_backlog
+from medevents.cluster import Member, owned_partitions
 from medevents.config import MongoSettings, NatsSettings
 from medevents.loadgen._http import Connection, HttpError, parse_target
 from medevents.loadgen.events import EventFactory, event_id_of
@@ -199,6 +200,7 @@ class Watch:
 
     leaders: list[tuple[float, str | None]] = field(default_factory=list)  # stream leader
     readyz: list[tuple[float, int, float]] = field(default_factory=list)  # (t, status; 0 = none, took)
+    not_ready: dict[float, str] = field(default_factory=dict)  # time -> the 503's body
     backlog: list[tuple[float, float, Backlog | str]] = field(default_factory=list)  # error name
     status: list[tuple[float, float, dict[str, Any] | str]] = field(default_factory=list)
 
@@ -220,7 +222,10 @@ async def _sample_readyz(url: str, watch: Watch, stop: asyncio.Event) -> None:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                status = (await connection.request(b"GET", b"/readyz")).status
+                response = await connection.request(b"GET", b"/readyz")
+                status = response.status
+                if status != 200:
+                    watch.not_ready[time.time()] = response.body.decode("utf-8", "replace")
             except HttpError:
                 status = 0
             watch.readyz.append((time.time(), status, time.monotonic() - started))
@@ -318,6 +323,18 @@ class ClusterSystem:
             child.signal(signal.SIGCONT)
 
 
+def balanced_members(n: int) -> list[str]:
+    """``n`` member ids that rendezvous hashing gives equal shares of the partitions (ids are
+    fixed, so a lopsided pair would make every run lopsided: 7 partitions to 1 with the first)."""
+    for attempt in range(1000):
+        ids = [f"cluster-{attempt}-{i}" for i in range(n)]
+        members = [Member(m, m, 0, 1, [], 0.0) for m in ids]
+        shares = [len(owned_partitions(m, members, PARTITIONS)) for m in ids]
+        if max(shares) - min(shares) <= 1:
+            return ids
+    raise AssertionError("no balanced member ids")
+
+
 @contextlib.asynccontextmanager
 async def cluster_system(
     tmp: Path, cluster: EmbeddedNatsCluster, mongo: MongoSettings, processors: int = 2
@@ -344,8 +361,11 @@ async def cluster_system(
     ingest = IngestProcess(tmp, env)
     try:
         await ingest.wait_ready()
-        for _ in range(processors):
-            fleet.start()
+        for i, member in enumerate(balanced_members(processors)):
+            # Each processor on a node of its own (nats-py connects to the first URL it is given,
+            # and learns the others for reconnecting), so one lost node never cuts them all off.
+            fleet.env["NATS_URL"] = cluster.nodes[i % len(cluster.nodes)].url
+            fleet.start(member)
         await asyncio.to_thread(fleet.wait_ready, 60.0)
         system = ClusterSystem(tmp, cluster, mongo, ingest, fleet, nc)
         await system.wait_all_led()
@@ -405,12 +425,35 @@ class FaultRun:
             default=float("inf"),
         )
 
+    def cut_off(self) -> set[int]:
+        """Partitions a processor was pulling when its own NATS connection was lost.
+
+        Messages a consumer leader had delivered towards it that were still in the lost node's
+        buffers are gone, and JetStream redelivers them only after the ack wait: that is NATS's
+        delivery guarantee, not something a processor can shorten (only a shorter ack wait does).
+        The stall bounds apply to the other partitions."""
+        out: set[int] = set()
+        for name, text in self.logs.items():
+            if not name.startswith("processor-"):
+                continue
+            owned: list[int] = []
+            for line in text.splitlines():
+                if '"owned":' in line:
+                    owned = msgspec.json.decode(line).get("owned", [])
+                elif '"nats disconnected"' in line:
+                    out.update(owned)
+        return out
+
     def unmoved(self) -> list[int]:
-        """Partitions whose consumer leader was not on a stopped node and did not move."""
+        """Partitions whose consumer leader was not on a stopped node and did not move, pulled by
+        processors that kept their connection."""
         return [
             p
             for p, leader in self.leaders_before.items()
-            if leader is not None and leader not in self.killed and self.leaders_after.get(p) == leader
+            if leader is not None
+            and leader not in self.killed
+            and self.leaders_after.get(p) == leader
+            and p not in self.cut_off()
         ]
 
     def summary(self) -> dict[str, Any]:
@@ -432,6 +475,7 @@ class FaultRun:
             else round(self.true_lag_at - self.all_stored_at, 2),
             "stalls_s": {p: round(s, 2) for p, s in sorted(self.stalls.items())},
             "unmoved_partitions": self.unmoved(),
+            "cut_off_partitions": sorted(self.cut_off()),
             "baseline_stall_s": round(self.baseline_stall, 2),
             "accepted": self.load.accepted,
             "retried_events": sum(bool(r.failures) for r in self.load.records.values()),

@@ -177,7 +177,8 @@ def test_readiness_follows_whether_publishing_can_succeed(run: FaultRun) -> None
         assert 503 in inside, f"ready all through {end - start:.1f} s of failing publishes: {inside}"
     last_end = max((end for _, end in windows), default=run.fault_at)
     after = [status for t, status, _ in run.watch.readyz if last_end + 3.0 <= t]
-    assert after and all(status == 200 for status in after), f"not ready while publishing works: {after}"
+    why = {round(t - run.fault_at, 1): body for t, body in run.watch.not_ready.items() if last_end + 3.0 <= t}
+    assert after and all(status == 200 for status in after), f"not ready while publishing works: {why}"
 
 
 def test_lag_is_true_soon_after_the_handover(run: FaultRun) -> None:
@@ -196,7 +197,8 @@ def test_partitions_stall_no_longer_than_the_election(run: FaultRun) -> None:
     if not run.fault.single_handover:
         pytest.skip("several handovers: no single election to compare with")
     unmoved = [p for p in run.unmoved() if p in run.stalls]
-    assert unmoved, f"no partition kept its consumer leader and had work: {run.summary()}"
+    if not unmoved:  # rare: each processor pins a node, and owns about half the partitions
+        pytest.skip(f"no partition kept its consumer leader and its processor's connection: {run.summary()}")
     bound = run.election_s + 1.0 + max(0.5, run.baseline_stall)  # + what this machine adds anyway
     late = {p: round(run.stalls[p], 2) for p in unmoved if run.stalls[p] > bound}
     assert not late, f"stalls beyond the election ({run.election_s:.2f} s) + 1 s: {late}"
@@ -204,9 +206,13 @@ def test_partitions_stall_no_longer_than_the_election(run: FaultRun) -> None:
 
 def test_no_partition_waits_for_the_ack_wait(run: FaultRun) -> None:
     """Every partition, its consumer leader moved or not, resumes well before the ack wait (30 s)
-    would redeliver what a leader change lost (nats-py's fetch dropped such deliveries)."""
+    would redeliver what a leader change lost (nats-py's fetch dropped such deliveries). Left out:
+    partitions of a processor whose own connection went with the node (see FaultRun.cut_off)."""
+    checked = {p: s for p, s in run.stalls.items() if p not in run.cut_off()}
+    if not checked:
+        pytest.skip("every processor lost its connection: in-flight deliveries wait the ack wait")
     bound = run.election_s + 15.0
-    late = {p: round(s, 2) for p, s in run.stalls.items() if s > bound}
+    late = {p: round(s, 2) for p, s in checked.items() if s > bound}
     assert not late, f"partitions stalled beyond the election + 15 s: {late}"
 
 
