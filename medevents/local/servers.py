@@ -179,6 +179,13 @@ class EmbeddedNats(_Embedded):
     def spawn(self) -> None:
         """Start the process without waiting for it (see :meth:`start`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Ports picked by the kernel come from the ephemeral range, which outgoing connections use
+        # too: on a restart one may be taken. The monitoring and route ports can move (a node
+        # solicits its routes to the others itself); clients' port cannot.
+        if self.monitor_port and free_port(self.monitor_port, self.host) != self.monitor_port:
+            self.monitor_port = free_port(0, self.host)
+        if self.cluster_name and free_port(self.cluster_port, self.host) != self.cluster_port:
+            self.cluster_port = free_port(0, self.host)
         self._log_offset = _log_end(self.log)
         name = self.server_name if self.cluster_name else self.name
         self.child = spawn(name, self.argv(), log_path=self.log)
