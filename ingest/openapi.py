@@ -35,7 +35,10 @@ _ERRORS = {
     "415": _problem("Wrong content type"),
     "422": _problem("Invalid event; `field` names the failing field"),
     "429": _problem("Rate limit of this token (or address) exceeded; retry after Retry-After"),
-    "503": _problem("Not durable now (NATS down, timeout, stream full); retry after Retry-After"),
+    "503": _problem(
+        "Not known to be accepted (NATS down, no acknowledgement in time, stream full or leaderless); "
+        "retry with the same event id after Retry-After: if it was stored, the retry is a duplicate"
+    ),
 }
 
 

@@ -30,6 +30,20 @@ log = logging.getLogger("medevents.ingest")
 _STREAM_FULL = {10077, 10047, 10078, 10023}
 
 
+READINESS_BUDGET_S = 2.0  # /readyz's JetStream check gives up after this (the chart's probe waits 3 s)
+
+# A publish may have been stored even though no PubAck came back (it was lost in a leader change
+# or with the connection); the duplicate window makes a retry with the same event id safe.
+_NOT_KNOWN = (
+    "the event is not known to be accepted (it may have been stored): retry with the same event id, "
+    "a stored one is answered as a duplicate"
+)
+
+
+class _ConnectionLost(Exception):
+    """The connection dropped while the PubAck was awaited."""
+
+
 class Unavailable(Exception):
     """The event could not be made durable now; the client should retry (503 + Retry-After)."""
 
@@ -75,6 +89,13 @@ class Publisher:
 
     async def _on_state(self, state: str) -> None:
         self._metrics.nats_connected.set(1 if state == "reconnected" else 0)
+        if state == "disconnected":
+            # A PubAck cannot arrive over a connection that is gone (the reply is not kept for
+            # the new one): answer now instead of when the publish timeout runs out.
+            pending, self._pending = self._pending, {}
+            for future in pending.values():
+                if not future.done():
+                    future.set_exception(_ConnectionLost())
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._pending.pop(msg.subject[len(self._inbox) :], None)
@@ -106,16 +127,21 @@ class Publisher:
         return self._js
 
     async def readiness(self) -> list[str]:
-        if self._nc is None or self._js is None:
+        """Ready when a publish can succeed now: connected, and the stream exists and has a leader
+        (on a cluster, a publish fails while the stream elects one). Answers within
+        :data:`READINESS_BUDGET_S`, under the chart's probe timeout."""
+        if self._nc is None:
             return ["not started"]
         if not self._nc.is_connected:
             return ["NATS is not connected"]
         try:
-            await self._js.stream_info(topology.STREAM)
+            info = await self._nc.jetstream(timeout=READINESS_BUDGET_S).stream_info(topology.STREAM)
         except NotFoundError:
             return [f"stream {topology.STREAM} does not exist"]
         except (nats.errors.Error, TimeoutError) as exc:
             return [f"JetStream does not answer ({type(exc).__name__})"]
+        if info.cluster is not None and not info.cluster.leader:
+            return [f"stream {topology.STREAM} has no leader (an election is under way)"]
         return []
 
     async def publish(self, subject: str, payload: bytes, event_id: str) -> bool:
@@ -129,9 +155,17 @@ class Publisher:
                 async with self._slots:
                     reply = await self._request(nc, subject, payload, event_id)
         except TimeoutError:
-            raise Unavailable("timeout", f"no JetStream acknowledgement within {self._timeout:g} s") from None
+            raise Unavailable(
+                "timeout", f"no JetStream acknowledgement within {self._timeout:g} s; {_NOT_KNOWN}"
+            ) from None
+        except _ConnectionLost:
+            raise Unavailable(
+                "nats_down", f"NATS connection lost before the acknowledgement; {_NOT_KNOWN}"
+            ) from None
         except nats.js.errors.NoStreamResponseError:
-            raise Unavailable("no_stream", f"stream {topology.STREAM} does not answer") from None
+            raise Unavailable(
+                "no_stream", f"stream {topology.STREAM} does not answer; the event was not accepted"
+            ) from None
         except nats.errors.ConnectionClosedError:
             raise Unavailable("nats_down", "NATS connection closed; the event was not accepted") from None
         ack = _decode_ack(reply)

@@ -3,9 +3,10 @@
 One read asks the stream and every partition consumer for its info: the JetStream API is
 answered by the stream or consumer *leader*, so a lagging follower's numbers never count (the
 KEDA scaler's monitoring-endpoint hunt did exactly that). Lag is ``num_pending + num_ack_pending``
-summed over the partition consumers. A missing consumer or a leaderless one makes the read
-*incomplete*: callers must not scale on it (a missing consumer once read as a huge lag in KEDA and
-scaled workloads to max).
+summed over the partition consumers. A missing consumer, or one that no leader answers for (none
+elected yet, or none answering in time: a leader change on a cluster), makes the read *partial*:
+it still reports what it could read, marked as such, and callers must not scale on it (a missing
+consumer once read as a huge lag in KEDA and scaled workloads to max).
 
 Used by the operator, the local autoscaler and ``medevents status``; :func:`patient_pending`
 (one patient's waiting events) by the ingest API's patient summary.
@@ -22,6 +23,7 @@ from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
 
 from medevents import topology
 from medevents.cluster import Member, decode_member
+from medevents.natsconn import NO_LEADER_ERRORS
 from medevents.subjects import INGEST_PREFIX
 
 __all__ = [
@@ -42,19 +44,32 @@ class Backlog(msgspec.Struct, frozen=True):
     took_s: float  # how long the read took
     partitions: int  # the stream's partition count
     last_seq: int  # the stream's last sequence (grows with every stored event)
-    pending: int  # not yet delivered, over the partition consumers
+    pending: int  # not yet delivered, over the partition consumers that answered
     ack_pending: int  # delivered, not yet acknowledged
     missing: tuple[str, ...] = ()  # partition consumers that do not exist
-    leaderless: tuple[str, ...] = ()  # consumers whose replicas have no leader
+    leaderless: tuple[str, ...] = ()  # consumers no leader answered for (none, or not in time)
+    stream_leaderless: bool = False  # the stream answered without a leader, or not at all
 
     @property
     def lag(self) -> int:
+        """The lag over the consumers that answered (a lower bound when the read is partial)."""
         return self.pending + self.ack_pending
 
     @property
     def complete(self) -> bool:
-        """Every partition consumer answered through its leader: safe to scale on."""
-        return not self.missing and not self.leaderless
+        """The stream and every partition consumer answered through a leader: safe to scale on."""
+        return not self.missing and not self.leaderless and not self.stream_leaderless
+
+    def gaps(self) -> list[str]:
+        """What makes the read partial, in words (empty when it is complete)."""
+        out = []
+        if self.stream_leaderless:
+            out.append(f"stream {topology.STREAM} without a leader")
+        if self.missing:
+            out.append(f"consumers missing: {', '.join(self.missing)}")
+        if self.leaderless:
+            out.append(f"consumers without a leader: {', '.join(self.leaderless)}")
+        return out
 
 
 class Rates(msgspec.Struct, frozen=True):
@@ -68,20 +83,34 @@ class StreamMissingError(Exception):
     """Stream EVENTS does not exist or has no partition transform."""
 
 
-async def read_backlog(js: JetStreamContext, *, timeout_s: float = 5.0) -> Backlog:
+async def read_backlog(
+    js: JetStreamContext, *, timeout_s: float = 2.0, partitions: int | None = None
+) -> Backlog:
     """Read stream EVENTS and its partition consumers (the partition count comes from the stream).
 
-    Raises :class:`StreamMissingError` when the stream is absent, and lets NATS errors
-    (timeouts, no responders) propagate: both mean "no fresh data".
+    Each request waits at most ``timeout_s``. A consumer no leader answers for is reported in
+    ``leaderless``; a stream no leader answers for sets ``stream_leaderless`` and, when the stream
+    did not answer at all, the consumers are read for ``partitions`` (the caller's last known
+    count). Raises :class:`StreamMissingError` when the stream is absent, and lets NATS errors
+    propagate when nothing can be read (no connection, or a silent stream and no ``partitions``).
     """
     started = time.monotonic()
+    last_seq, stream_leaderless = 0, False
     try:
-        stream = await js.stream_info(topology.STREAM)
+        async with asyncio.timeout(timeout_s):
+            stream = await js.stream_info(topology.STREAM)
     except NotFoundError:
         raise StreamMissingError(f"stream {topology.STREAM} does not exist") from None
-    partitions = topology.partitions_of(stream.config)
-    if partitions is None:
-        raise StreamMissingError(f"stream {topology.STREAM} has no partition transform")
+    except NO_LEADER_ERRORS:
+        if partitions is None:
+            raise
+        stream_leaderless = True
+    else:
+        partitions = topology.partitions_of(stream.config)
+        if partitions is None:
+            raise StreamMissingError(f"stream {topology.STREAM} has no partition transform")
+        last_seq = stream.state.last_seq
+        stream_leaderless = stream.cluster is not None and not stream.cluster.leader
 
     async def one(p: int) -> tuple[str, int, int, bool] | str:
         name = topology.consumer_name(p)
@@ -89,6 +118,8 @@ async def read_backlog(js: JetStreamContext, *, timeout_s: float = 5.0) -> Backl
             info = await js.consumer_info(topology.STREAM, name, timeout=timeout_s)
         except NotFoundError:
             return name
+        except NO_LEADER_ERRORS:
+            return name, 0, 0, True
         clustered = info.cluster is not None and bool(info.cluster.replicas)
         leaderless = clustered and not (info.cluster and info.cluster.leader)
         return name, info.num_pending or 0, info.num_ack_pending or 0, leaderless
@@ -100,17 +131,19 @@ async def read_backlog(js: JetStreamContext, *, timeout_s: float = 5.0) -> Backl
         at=now,
         took_s=now - started,
         partitions=partitions,
-        last_seq=stream.state.last_seq,
+        last_seq=last_seq,
         pending=sum(a[1] for a in found),
         ack_pending=sum(a[2] for a in found),
         missing=tuple(a for a in answers if isinstance(a, str)),
         leaderless=tuple(a[0] for a in found if a[3]),
+        stream_leaderless=stream_leaderless,
     )
 
 
 def rates(before: Backlog | None, after: Backlog) -> Rates:
-    """Arrival and processing rates between two reads (zeros without a previous read)."""
-    if before is None or after.at <= before.at:
+    """Arrival and processing rates between two reads (zeros without a previous read, or when
+    either read is partial: its numbers do not cover every partition)."""
+    if before is None or after.at <= before.at or not (before.complete and after.complete):
         return Rates(0.0, 0.0)
     dt = after.at - before.at
     arrived = max(0, after.last_seq - before.last_seq)

@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "MEDEVENTS_AUTOSCALE_MAX_PROCESSORS (4), and removes them when the work is done.",
         "  medevents up                          # API on http://localhost:3000\n"
         "  medevents up --processors 3           # 3 processors always run, more under load\n"
+        "  medevents up --nats-nodes 3           # a 3-node JetStream cluster, as in production\n"
         "  PORT=8080 medevents up --data-dir /tmp/medevents\n"
         "  MONGO_URI=mongodb://localhost:27017/medical_events medevents up   # your MongoDB",
     )
@@ -90,6 +91,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_processor_count,
         metavar="N",
         help="processors that always run, 0-64 (default: MEDEVENTS_AUTOSCALE_MIN_PROCESSORS, 1)",
+    )
+    up.add_argument(
+        "--nats-nodes",
+        type=int,
+        choices=(1, 3, 5),
+        default=1,
+        metavar="N",
+        help="embedded nats-servers: 1 (default), or 3 or 5 clustered with the stream replicated 3\n"
+        "times, as in production (client ports 4222, 4223, ...)",
     )
 
     _command(
@@ -190,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "up":
                 from medevents.local.runner import run_up
 
-                return run_up(args.data_dir, processors=args.processors)
+                return run_up(args.data_dir, processors=args.processors, nats_nodes=args.nats_nodes)
             case "ingest":
                 from medevents.ingest import serve
 

@@ -6,20 +6,30 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from medevents import topology
 from medevents.config import NatsSettings, StreamSettings
 
-__all__ = ["NatsUnavailable", "connect", "ensure_stream", "stream_mismatches"]
+__all__ = [
+    "NO_LEADER_ERRORS",
+    "NO_SUITABLE_PEERS",
+    "JetStreamUnavailable",
+    "NatsUnavailable",
+    "connect",
+    "ensure_stream",
+    "stream_mismatches",
+    "until_led",
+]
 
 log = logging.getLogger("medevents.nats")
 
@@ -167,16 +177,75 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> api.S
     """Create stream `EVENTS` and the dead-letter stream if missing; never change existing ones.
 
     A difference from the configuration is logged, not applied: the stream is the source of truth
-    (its partition count above all), and changing it live is the operator's decision.
+    (its partition count above all), and changing it live is the operator's decision. On a
+    cluster, waits until each stream has a leader (see :func:`until_led`).
     """
     for want in (topology.stream_config(settings), topology.dlq_stream_config(settings)):
-        assert want.name is not None
-        try:
-            info = await js.stream_info(want.name)
-        except NotFoundError:
-            info = await js.add_stream(want)
-            log.info("stream created", extra={"stream": want.name})
-            continue
+        name = want.name
+        assert name is not None
+
+        async def get_or_create(want: api.StreamConfig = want, name: str = name) -> api.StreamInfo:
+            try:
+                return await js.stream_info(name)
+            except NotFoundError:
+                info = await js.add_stream(want)
+                log.info("stream created", extra={"stream": name})
+                return info
+
+        info = await until_led(f"stream {name}", get_or_create)
         for mismatch in stream_mismatches(want, info.config):
-            log.warning("stream differs from configuration", extra={"stream": want.name, "diff": mismatch})
-    return await js.stream_info(topology.STREAM)
+            log.warning("stream differs from configuration", extra={"stream": name, "diff": mismatch})
+    return await until_led(f"stream {topology.STREAM}", lambda: js.stream_info(topology.STREAM))
+
+
+class JetStreamUnavailable(ConnectionError):
+    """A stream, consumer or bucket got no leader within the start-up budget."""
+
+
+# No leader answered: none elected yet (JetStream answers 503 "cluster not available") or none
+# answered in time.
+NO_LEADER_ERRORS = (TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
+STARTUP_BUDGET_S = 120.0  # how long start-up waits for a JetStream leader before giving up
+NO_SUITABLE_PEERS = 10005  # creating a replicated asset before the cluster's nodes all know each other
+_T = TypeVar("_T")
+
+
+async def until_led(
+    what: str, request: Callable[[], Awaitable[_T]], *, budget_s: float = STARTUP_BUDGET_S
+) -> _T:
+    """``request`` (idempotent JetStream API calls on one asset) retried until a leader answers.
+
+    On a cluster, a stream, consumer or KV bucket has no leader for a moment after it is created
+    (by this process or another one starting at the same time) and during an election: its info
+    requests go unanswered, JetStream answers 503, or a follower answers without a leader. Start-up
+    waits for it with short tries (one log line), and raises :class:`JetStreamUnavailable` after
+    ``budget_s``. Creating a replicated asset on a cluster that has just started can also be
+    refused for want of peers (10005) for a moment: retried the same way. Other errors (not found,
+    bad request) propagate at once.
+    """
+    deadline = time.monotonic() + budget_s
+    tries = 0
+    while True:
+        try:
+            async with asyncio.timeout(min(2.0, 1.0 * 2**tries)):
+                result = await request()
+            cluster = getattr(result, "cluster", None)
+            if cluster is None or cluster.leader:
+                if tries:
+                    log.info("JetStream leader found", extra={"asset": what, "tries": tries + 1})
+                return result
+            reason = "no leader yet"
+        except NO_LEADER_ERRORS as exc:
+            reason = type(exc).__name__
+        except BadRequestError as exc:
+            if exc.err_code != NO_SUITABLE_PEERS:
+                raise
+            reason = "no suitable peers yet"  # a fresh cluster whose nodes are still meeting
+        if time.monotonic() > deadline:
+            raise JetStreamUnavailable(
+                f"{what} has no leader after {budget_s:g} s ({reason}): is a majority of the NATS cluster up?"
+            )
+        if tries == 0:
+            log.warning("waiting for a JetStream leader", extra={"asset": what, "reason": reason})
+        tries += 1
+        await asyncio.sleep(min(1.0, 0.1 * 2**tries))

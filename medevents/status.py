@@ -19,13 +19,16 @@ from typing import Any
 import nats.errors
 
 from medevents.backlog import StreamMissingError, rates, read_backlog, read_members
-from medevents.config import NatsSettings, load
+from medevents.cluster import Member
+from medevents.config import NatsSettings, StreamSettings, load
 from medevents.local.autoscaler import AUTOSCALER_FILE
 from medevents.local.endpoints import read_endpoints
 from medevents.local.runner import CHILDREN_FILE
 from medevents.natsconn import connect
 
 __all__ = ["collect", "local_children", "print_status", "render"]
+
+_READ_TIMEOUT_S = 2.0  # per JetStream request: a leader that does not answer by then counts as none
 
 
 def _nats_settings(data_dir: Path) -> NatsSettings:
@@ -55,14 +58,23 @@ def _fields(settings: NatsSettings) -> dict[str, Any]:
 
 
 async def collect(settings: NatsSettings, data_dir: Path, interval_s: float = 1.0) -> dict[str, Any]:
-    """Everything ``medevents status`` shows, as one JSON-ready dict."""
+    """Everything ``medevents status`` shows, as one JSON-ready dict.
+
+    A read that some consumer's (or the stream's) leader did not answer is shown all the same,
+    with ``complete: false`` and what was missing (a leader election on a cluster takes seconds).
+    """
     nc = await connect(settings, "medevents-status", allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=settings.request_timeout_s)
-        first = await read_backlog(js)
+        hint = load(StreamSettings).partitions  # used only if the stream itself does not answer
+        first = await read_backlog(js, timeout_s=_READ_TIMEOUT_S, partitions=hint)
         await asyncio.sleep(interval_s)
-        second = await read_backlog(js)
-        members = await read_members(js)
+        second = await read_backlog(js, timeout_s=_READ_TIMEOUT_S, partitions=first.partitions)
+        try:
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                members: list[Member] | None = await read_members(js)
+        except (nats.errors.Error, TimeoutError):
+            members = None  # the membership bucket has no leader right now
     finally:
         await nc.close()
     flow = rates(first, second)
@@ -70,14 +82,20 @@ async def collect(settings: NatsSettings, data_dir: Path, interval_s: float = 1.
     autoscaler = json.loads(decision_path.read_text()) if decision_path.exists() else None
     return {
         "nats": settings.url,
+        "complete": second.complete,
+        "partial": second.gaps(),
         "partitions": second.partitions,
         "lag": second.lag,
         "pending": second.pending,
         "ackPending": second.ack_pending,
         "missingConsumers": list(second.missing),
+        "leaderlessConsumers": list(second.leaderless),
+        "streamLeaderless": second.stream_leaderless,
         "arrivalRate": round(flow.arrival, 2),
         "processingRate": round(flow.processing, 2),
-        "processors": [
+        "processors": None
+        if members is None
+        else [
             {
                 "id": m.id,
                 "inFlight": m.in_flight,
@@ -112,16 +130,22 @@ def _render_local(local: dict[str, Any] | None) -> list[str]:
 
 def render(status: dict[str, Any]) -> str:
     """The human-readable form."""
+    partial = status["partial"]
+    at_least = "at least " if partial else ""
     lines = [
         f"NATS        {status['nats']}",
-        f"lag         {status['lag']} (pending {status['pending']}, ack-pending {status['ackPending']}) "
-        f"over {status['partitions']} partitions",
+        f"lag         {at_least}{status['lag']} (pending {status['pending']}, ack-pending "
+        f"{status['ackPending']}) over {status['partitions']} partitions",
         f"rates       in {status['arrivalRate']}/s, out {status['processingRate']}/s",
     ]
-    if status["missingConsumers"]:
-        lines.append(f"MISSING     consumers {', '.join(status['missingConsumers'])}")
+    if partial:
+        lines.append(f"PARTIAL     {'; '.join(partial)} (a leader election? read again in a few seconds)")
     procs = status["processors"]
-    lines.append(f"processors  {len(procs)} running")
+    if procs is None:
+        lines.append("processors  unknown (the membership bucket did not answer)")
+        procs = []
+    else:
+        lines.append(f"processors  {len(procs)} running")
     lines += [
         f"  {p['id']:<36} in-flight {p['inFlight']}/{p['capacity']}  {p['processedPerS']}/s  "
         f"{p['partitions']} partitions{'  DRAINING' if p['draining'] else ''}"

@@ -253,7 +253,7 @@ class PipelineLoop:
 
     async def _read(self, js: JetStreamContext, spec: EventPipelineSpec) -> Backlog:
         try:
-            backlog = await read_backlog(js)
+            backlog = await read_backlog(js, partitions=self.partitions)
         except StreamMissingError as exc:
             self.reconciled_generation = None  # recreate it on the next poll
             raise NotFresh("StreamMissing", str(exc)) from None
@@ -265,8 +265,8 @@ class PipelineLoop:
                 f"partition consumers missing: {', '.join(backlog.missing)}; not scaling until they are back "
                 "(running processors recreate a deleted consumer; editing the EventPipeline reconciles too)",
             )
-        if backlog.leaderless:
-            raise NotFresh("NoLeader", f"consumers without a leader: {', '.join(backlog.leaderless)}")
+        if backlog.leaderless or backlog.stream_leaderless:
+            raise NotFresh("NoLeader", "; ".join(backlog.gaps()) + " (a leader election?); not scaling on it")
         if backlog.took_s > spec.scaling.poll_interval_seconds:
             raise NotFresh(
                 "StaleData", f"reading the consumers took {backlog.took_s:.1f}s, longer than a poll"

@@ -88,6 +88,16 @@ class ProcessorMetrics:
             "Pulls beyond the concurrency limit while full and stalled (waiting events only)",
             registry=r,
         )
+        self.acks_resent = Counter(
+            "medevents_processor_acks_resent",
+            "Acks sent again because no confirmation came in time (a consumer leader change)",
+            registry=r,
+        )
+        self.acks_unconfirmed = Counter(
+            "medevents_processor_acks_unconfirmed",
+            "Acks never confirmed within the ack wait (JetStream redelivers; the fence finds them done)",
+            registry=r,
+        )
         self.heartbeats = Counter(
             "medevents_processor_heartbeats", "in_progress heartbeats sent for held events", registry=r
         )

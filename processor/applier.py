@@ -16,6 +16,7 @@ watermark and the stream lookup, acts on the decision, and keeps every gap crash
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -34,6 +35,7 @@ from medevents.model import Event, decode_event
 from medevents.subjects import patient_id
 
 from . import _tracing
+from ._acks import AckConfirmer
 from ._metrics import ProcessorMetrics
 from .consumers import FenceLookupError, first_pending
 from .deadletter import dead_letter_headers, event_id_of
@@ -49,6 +51,10 @@ log = logging.getLogger("medevents.processor")
 
 _KNOWN_MAX = 200_000  # remembered watermarks (hints only; forgotten all at once when full)
 _TRANSIENT = (PyMongoError, nats.errors.Error, FenceLookupError, TimeoutError)
+LOOKUP_FIRST_TRY_S = 0.25  # the fence's first lookup try waits this long for the stream leader
+LOOKUP_MAX_TRY_S = 1.0  # ... doubling up to this (about the delay after an election it adds)
+LOOKUP_MAX_PAUSE_S = 0.5  # longest pause after an error reply before the next try
+LOOKUP_WARN_AFTER_S = 1.0  # lookups failing this long in a partition are logged (once)
 
 
 @dataclass
@@ -90,8 +96,10 @@ class Applier:
         member_id: str,
         request_timeout_s: float,
         on_transient: Callable[[str, bool], None],
+        acks: AckConfirmer,
     ) -> None:
         self._nc = nc
+        self._acks = acks
         self._js = js
         self._store = store
         self._handler = handler
@@ -102,6 +110,10 @@ class Applier:
         self._on_transient = on_transient  # (kind, failing) for readiness
         # The highest watermark this pod saw per patient token: a lower bound, used as a hint.
         self._known: dict[str, int] = {}
+        self._lookups_failing: dict[int, float] = {}  # partition -> since when (monotonic)
+        self._lookups_ok_at: dict[int, float] = {}  # partition -> last answered lookup (monotonic)
+        self._lookups_warned: set[int] = set()  # partitions whose failing lookups were logged
+        self._lookups_answered = asyncio.Event()  # a lookup got through (wakes paused retries)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -139,15 +151,14 @@ class Applier:
                 else:
                     watermark = await self._store.watermark(held.token)
                     self._remember(held.token, watermark)
-                if held.sequence <= watermark:
-                    return Decision.DONE, watermark
-                first = await first_pending(self._nc, held.subject, watermark, self._timeout)
             except _TRANSIENT as exc:
                 self._transient("fence", exc)
                 await self._backoff(held, failures)
                 failures += 1
                 continue
-            self._on_transient("fence", False)
+            if held.sequence <= watermark:
+                return Decision.DONE, watermark
+            first = await self._lookup(held, watermark)
             decision = decide(held.sequence, watermark, first, confirmed_gone=held.gone_seen)
             if hint is not None and decision is not Decision.APPLY:
                 hint = None  # not conclusive on a remembered watermark: read it
@@ -159,6 +170,60 @@ class Applier:
             held.gone_seen = False
             return decision, watermark
 
+    async def _lookup(self, held: HeldEvent, watermark: int) -> int | None:
+        """The fence's stream lookup, retried until the stream leader answers.
+
+        Only the stream leader answers, so a leader change (an election takes seconds after a
+        node is lost) fails every partition's lookups at once. Each try waits a short, growing
+        time (``LOOKUP_FIRST_TRY_S`` doubling up to ``LOOKUP_MAX_TRY_S``) instead of the full
+        request timeout, so work resumes within about a second of the election; an error reply
+        (JetStream answers at once that the stream has no leader) is retried after a short pause,
+        or as soon as another lane's lookup got through. One log line per partition when lookups
+        have failed for a second, one when they are answered again, not one per held event.
+        """
+        tries = 0
+        while True:
+            self._check_alive(held)
+            timeout = min(self._timeout, LOOKUP_MAX_TRY_S, LOOKUP_FIRST_TRY_S * 2 ** min(tries, 8))
+            started = time.monotonic()
+            try:
+                first = await first_pending(self._nc, held.subject, watermark, timeout)
+            except FenceLookupError as exc:
+                self._lookup_failed(held.partition, exc, started)
+                tries += 1
+                if exc.answered:  # refused at once: pause, unless another lane gets through first
+                    pause = min(LOOKUP_MAX_PAUSE_S, 0.05 * 2 ** min(tries, 8)) * random.uniform(0.5, 1.0)
+                    self._lookups_answered.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._lookups_answered.wait(), pause)
+                continue
+            self._lookups_answered.set()
+            self._lookups_ok_at[held.partition] = time.monotonic()
+            since = self._lookups_failing.pop(held.partition, None)
+            if since is not None and held.partition in self._lookups_warned:
+                self._lookups_warned.discard(held.partition)
+                log.info(
+                    "fence lookups answered again",
+                    extra={"partition": held.partition, "after_s": round(time.monotonic() - since, 2)},
+                )
+            if not self._lookups_failing:
+                self._on_transient("fence", False)
+            return first
+
+    def _lookup_failed(self, partition: int, exc: FenceLookupError, started: float) -> None:
+        self._metrics.transient_errors.labels("fence").inc()
+        if started < self._lookups_ok_at.get(partition, 0.0):
+            return  # a try sent before another one got through: not a new outage
+        self._on_transient("fence", True)
+        now = time.monotonic()
+        since = self._lookups_failing.setdefault(partition, now)
+        if now - since >= LOOKUP_WARN_AFTER_S and partition not in self._lookups_warned:
+            self._lookups_warned.add(partition)  # a blip shorter than that only counts in metrics
+            log.warning(
+                "fence lookups failing (stream leader change?); retrying",
+                extra={"partition": partition, "error": str(exc)},
+            )
+
     def _remember(self, token: str, watermark: int) -> None:
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()
@@ -167,10 +232,7 @@ class Applier:
 
     async def _ack(self, held: HeldEvent) -> None:
         held.released = True
-        try:
-            await held.msg.ack()
-        except nats.errors.Error as exc:  # durable already; the redelivery will be found done
-            log.info("ack not sent", extra={"seq": held.sequence, "error": type(exc).__name__})
+        await self._acks.ack(held.msg)  # confirmed in the background, sent again until it is
 
     # -- the step ---------------------------------------------------------------------------
 

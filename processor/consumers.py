@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from medevents import topology
+from medevents.natsconn import NO_SUITABLE_PEERS, until_led
 
 __all__ = [
     "CRITICAL_FIELDS",
@@ -55,14 +57,25 @@ async def ensure_consumer(
     """
     want = topology.consumer_config(partition, ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending)
     name = topology.consumer_name(partition)
-    try:
-        info = await js.consumer_info(topology.STREAM, name)
-    except NotFoundError:
+
+    async def get_or_create() -> api.ConsumerInfo:
+        info: api.ConsumerInfo
         try:
-            info = await js.add_consumer(topology.STREAM, want)
-            log.info("consumer created", extra={"partition": partition, "consumer": name})
-        except BadRequestError:  # another pod created it first, maybe with other settings
             info = await js.consumer_info(topology.STREAM, name)
+        except NotFoundError:
+            try:
+                info = await js.add_consumer(topology.STREAM, want)
+                log.info("consumer created", extra={"partition": partition, "consumer": name})
+            except BadRequestError as exc:
+                if exc.err_code == NO_SUITABLE_PEERS:
+                    raise  # a cluster still forming: until_led tries again
+                # another pod created it first, maybe with other settings
+                info = await js.consumer_info(topology.STREAM, name)
+        return info
+
+    # On a cluster a consumer just created (here or by a pod starting alongside) has no leader
+    # for a moment: wait for one rather than fail start-up.
+    info = await until_led(f"consumer {name}", get_or_create)
     mismatches = consumer_mismatches(want, info.config)
     for _, description in mismatches:
         log.warning(
@@ -72,7 +85,15 @@ async def ensure_consumer(
 
 
 class FenceLookupError(Exception):
-    """The stream did not answer the fence's lookup (transient: retried)."""
+    """The stream did not answer the fence's lookup (transient: retried).
+
+    ``answered`` tells an error reply (the stream has no leader: JetStream says so at once) from
+    no reply at all within the timeout.
+    """
+
+    def __init__(self, reason: str, *, answered: bool) -> None:
+        super().__init__(reason)
+        self.answered = answered
 
 
 class _ApiError(msgspec.Struct):
@@ -104,12 +125,14 @@ async def first_pending(nc: NATS, subject: str, after: int, timeout: float) -> i
     try:
         reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{topology.STREAM}", request, timeout=timeout)
     except TimeoutError as exc:  # nats.errors.TimeoutError is a TimeoutError
-        raise FenceLookupError("no answer") from exc
+        raise FenceLookupError("no answer", answered=False) from exc
+    except nats.errors.Error as exc:  # no responders, connection closed or reconnecting
+        raise FenceLookupError(type(exc).__name__, answered=True) from exc
     answer = _decode_get(reply.data)
     if answer.error is not None:
         if answer.error.err_code == _NO_MESSAGE:
             return None
-        raise FenceLookupError(f"JetStream error {answer.error.err_code}")
+        raise FenceLookupError(f"JetStream error {answer.error.err_code}", answered=True)
     if answer.message is None:
-        raise FenceLookupError("empty answer")
+        raise FenceLookupError("empty answer", answered=True)
     return answer.message.seq

@@ -6,23 +6,32 @@ from __future__ import annotations
 import logging
 
 import msgspec
-from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, NotFoundError
+from nats.js import JetStreamContext, api
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from medevents import topology
 from medevents.cluster import Member, Tuning, decode_member, decode_tuning, encode
+from medevents.natsconn import until_led
 
 __all__ = ["Registry"]
 
 log = logging.getLogger("medevents.processor")
 
 
-async def _bucket(js: JetStreamContext, name: str, create: msgspec.Struct | object) -> KeyValue:
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        return await js.create_key_value(create)  # type: ignore[arg-type]
+async def _bucket(js: JetStreamContext, name: str, create: api.KeyValueConfig) -> KeyValue:
+    """Bind the bucket, creating it when missing; on a cluster, once its stream has a leader (a
+    bucket just created, here or by a pod starting alongside, has none for a moment)."""
+
+    async def get_or_create() -> api.StreamInfo:
+        try:
+            return await js.stream_info(f"KV_{name}")
+        except NotFoundError:
+            await js.create_key_value(create)
+            return await js.stream_info(f"KV_{name}")
+
+    await until_led(f"KV bucket {name}", get_or_create)
+    return await js.key_value(name)
 
 
 class Registry:

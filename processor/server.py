@@ -23,6 +23,7 @@ from medevents.config import (
     TracingSettings,
     load,
 )
+from medevents.natsconn import JetStreamUnavailable, NatsUnavailable
 from medevents.probes import probe_routes
 
 from .service import Processor
@@ -88,5 +89,8 @@ def serve() -> int:
     processor = Processor(settings, nats_settings, stream, mongo)
     try:
         return uvloop.run(run(processor, settings.host, settings.port))
+    except (NatsUnavailable, JetStreamUnavailable) as exc:  # said in one line; the supervisor retries
+        log.error("cannot start: %s", exc)
+        return 1
     finally:
         tracing.shutdown()

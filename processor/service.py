@@ -27,7 +27,9 @@ from medevents.store import Document
 from medevents.subjects import token_of_stored
 
 from . import _tracing
+from ._acks import AckConfirmer
 from ._metrics import ProcessorMetrics
+from ._pull import PartitionPull
 from ._tasks import cancel_and_wait
 from .applier import Applier, LiveSettings
 from .consumers import CRITICAL_FIELDS, ensure_consumer
@@ -91,6 +93,7 @@ class Processor:
         self._mongo: AsyncMongoClient[Document] | None = None
         self._store: EventStore | None = None
         self._registry: Registry | None = None
+        self._acks: AckConfirmer | None = None
         self._loops: dict[int, _PullLoop] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._unpullable: dict[int, str] = {}  # partition -> critical consumer mismatch
@@ -141,7 +144,15 @@ class Processor:
             replicas=self._stream_settings.replicas,
         )
         await self._registry.open()
+        self._acks = AckConfirmer(
+            self._nc,
+            give_up_after_s=self.effective_ack_wait,
+            on_resend=self.metrics.acks_resent.inc,
+            on_give_up=self.metrics.acks_unconfirmed.inc,
+        )
+        await self._acks.start()
         applier = Applier(
+            acks=self._acks,
             nc=self._nc,
             js=self._js,
             store=self._store,
@@ -317,11 +328,10 @@ class Processor:
     # -- pulling ------------------------------------------------------------------------------
 
     async def _pull_loop(self, partition: int, stop: asyncio.Event) -> None:
-        assert self._js is not None
-        psub = await self._js.pull_subscribe_bind(
-            durable=topology.consumer_name(partition), stream=topology.STREAM
-        )
-        failures = 0
+        assert self._nc is not None
+        pull = PartitionPull(self._nc, partition)
+        await pull.start()
+        failures, failing_since = 0, 0.0
         try:
             while not stop.is_set():
                 share = max(
@@ -339,24 +349,34 @@ class Processor:
                     n = self.capacity.force(min(STALL_BATCH, share))
                 admitted = 0
                 try:
-                    msgs = await psub.fetch(n, timeout=FETCH_TIMEOUT_S)
+                    msgs = await pull.fetch(n, timeout=FETCH_TIMEOUT_S)
                     admitted = sum(self._admit(m) for m in msgs)
+                    if failures:
+                        log.info(
+                            "fetching again",
+                            extra={
+                                "partition": partition,
+                                "after_s": round(time.monotonic() - failing_since, 2),
+                            },
+                        )
                     failures = 0
-                except TimeoutError:  # nothing to fetch (nats-py raises both its own and asyncio's)
-                    pass
-                except nats.errors.Error as exc:
+                except nats.errors.Error as exc:  # refused (no consumer leader), or disconnected
                     self.metrics.transient_errors.labels("fetch").inc()
-                    log.warning("fetch failed", extra={"partition": partition, "error": type(exc).__name__})
+                    if failures == 0:
+                        failing_since = time.monotonic()
+                        log.warning(
+                            "fetch failed (consumer leader change?); retrying",
+                            extra={"partition": partition, "error": type(exc).__name__},
+                        )
                     failures += 1
-                    await asyncio.sleep(min(5.0, 0.1 * 2**failures))
-                    if failures % 3 == 0:  # the consumer may have been deleted: create it again
+                    await asyncio.sleep(min(1.0, 0.05 * 2**failures))
+                    if failures % 10 == 0:  # the consumer may have been deleted: create it again
                         with contextlib.suppress(nats.errors.Error, TimeoutError):
                             await self._ensure_consumer(partition)
                 finally:
                     self.capacity.give_back(n - admitted)
         finally:
-            with contextlib.suppress(nats.errors.Error):
-                await psub.unsubscribe()
+            await pull.stop()
 
     def _admit(self, msg: Msg) -> bool:
         """Queue one delivered message in its patient's lane; False when it was already held."""
@@ -461,6 +481,8 @@ class Processor:
         if self._registry is not None and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await self._registry.leave()
+        if self._acks is not None:
+            await self._acks.close()
         if self._store is not None:
             await self._store.close()
         if self._nc is not None and not self._nc.is_closed:

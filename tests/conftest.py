@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from medevents.config import MongoSettings, NatsSettings
-from medevents.local import EmbeddedMongo, EmbeddedNats, free_port
+from medevents.local import EmbeddedMongo, EmbeddedNats, EmbeddedNatsCluster, free_port
 from medevents.local.procs import Child, spawn
 
-_TIERS = ("unit", "integration", "operator", "deploy", "e2e", "faults")
+_TIERS = ("unit", "integration", "operator", "deploy", "e2e", "faults", "cluster")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,6 +58,15 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[EmbeddedNatsCluster]:
+    """Three nats-servers clustered on loopback (JetStream, R3 streams possible), fresh per test."""
+    cluster = EmbeddedNatsCluster(tmp_path / "nats-cluster")
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

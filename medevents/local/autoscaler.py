@@ -120,13 +120,14 @@ class LocalAutoscaler:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await connect(self.nats_settings, "medevents-autoscaler", allow_reconnect=False)
             js = self._nc.jetstream(timeout=self.nats_settings.request_timeout_s)
-            backlog = await read_backlog(js)
+            known = self.previous.partitions if self.previous is not None else None
+            backlog = await read_backlog(js, partitions=known)
             members = await read_members(js)
         except (StreamMissingError, *_NATS_ERRORS) as exc:
             self._hold(f"no fresh lag: {type(exc).__name__}: {exc}")
             return None
         if not backlog.complete:
-            self._hold(f"consumers missing or leaderless: {', '.join(backlog.missing + backlog.leaderless)}")
+            self._hold(f"partial read: {'; '.join(backlog.gaps())}")
             return None
         flow = rates(self.previous, backlog)
         self.previous = backlog

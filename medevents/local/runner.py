@@ -1,10 +1,11 @@
 """``medevents up``: the whole system on one machine, with no Docker and no cluster.
 
-Starts an embedded nats-server, an embedded MongoDB-wire server (unless ``MONGO_URI`` is set), the
-ingest service and the processors as child processes, restarts any that dies (the servers on the
-same port and data directory), writes ``<data dir>/endpoints.json`` and ``children.json`` (what
-runs, restarts; ``medevents status`` shows it) and stops everything on Ctrl-C or SIGTERM. Children
-die with the runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
+Starts an embedded nats-server (or, with ``--nats-nodes 3``, a 3-node JetStream cluster with the
+stream replicated 3 times: the production topology), an embedded MongoDB-wire server (unless
+``MONGO_URI`` is set), the ingest service and the processors as child processes, restarts any
+that dies (the servers on the same port and data directory), writes ``<data dir>/endpoints.json``
+and ``children.json`` (what runs, restarts; ``medevents status`` shows it) and stops everything on
+Ctrl-C or SIGTERM. Children die with the runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -38,14 +39,21 @@ from medevents.config import (
 from medevents.local.autoscaler import LocalAutoscaler, with_floor
 from medevents.local.endpoints import ENDPOINTS_FILE
 from medevents.local.procs import Child, spawn
-from medevents.local.servers import EmbeddedMongo, EmbeddedNats, ServerStartError, free_port
+from medevents.local.servers import (
+    EmbeddedMongo,
+    EmbeddedNats,
+    EmbeddedNatsCluster,
+    ServerStartError,
+    free_port,
+)
 from medevents.natsconn import connect, ensure_stream
 
 __all__ = ["CHILDREN_FILE", "LocalSystem", "run_up"]
 
 log = logging.getLogger("medevents.local")
 
-NATS_PORT = 4222
+NATS_PORT = 4222  # the first node's; a cluster's other nodes take the next ports
+CLUSTER_REPLICAS = 3  # stream replicas on a local cluster, as in production
 MONGO_PORT = 27017
 PROCESSOR_PORT = 3001
 NATS_SYNC_WARNING = (
@@ -136,12 +144,29 @@ def _http_ok(url: str) -> bool:
 class LocalSystem:
     """Everything ``medevents up`` runs, started and stopped in order."""
 
-    def __init__(self, data_dir: Path, processors: int = 1, settings: LocalSettings | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        processors: int = 1,
+        settings: LocalSettings | None = None,
+        nats_nodes: int = 1,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.logs_dir = self.data_dir / "logs"
         self.initial_processors = processors
         self.settings = settings if settings is not None else load(LocalSettings)
-        self.nats = EmbeddedNats(self.data_dir / "nats", NATS_PORT, sync=self.settings.nats_sync)
+        self.nats: EmbeddedNats | EmbeddedNatsCluster
+        self.stream_env: dict[str, str] = {}  # stream settings every child gets (a cluster's replicas)
+        if nats_nodes == 1:
+            self.nats = EmbeddedNats(self.data_dir / "nats", NATS_PORT, sync=self.settings.nats_sync)
+        else:
+            # Its own directory: a single server's streams are not the cluster's (and vice versa).
+            ports = [NATS_PORT + i for i in range(nats_nodes)]
+            self.nats = EmbeddedNatsCluster(
+                self.data_dir / "nats-cluster", nats_nodes, ports=ports, sync=self.settings.nats_sync
+            )
+            if "MEDEVENTS_STREAM_REPLICAS" not in os.environ:
+                self.stream_env["MEDEVENTS_STREAM_REPLICAS"] = str(CLUSTER_REPLICAS)
         self.mongo: EmbeddedMongo | None = None
         self.mongo_uri = os.environ.get("MONGO_URI", "")
         self.services: dict[str, Service] = {}
@@ -160,6 +185,7 @@ class LocalSystem:
     def _env(self, **extra: str) -> dict[str, str]:
         return {
             "NATS_URL": self.nats.url,
+            **self.stream_env,
             "MONGO_URI": self.mongo_uri,
             "MEDEVENTS_PATIENT_HASH_KEY": self.key,
             **extra,
@@ -193,7 +219,7 @@ class LocalSystem:
             self.mongo_uri = self.mongo.start()
         nc = await connect(NatsSettings(url=self.nats.url), "medevents-local")
         try:
-            await ensure_stream(nc.jetstream(), load(StreamSettings))
+            await ensure_stream(nc.jetstream(), load(StreamSettings, {**os.environ, **self.stream_env}))
         finally:
             await nc.close()
         self.add_service("ingest", [*medevents_command(), "ingest"], self.ingest_port, HOST="127.0.0.1")
@@ -289,7 +315,8 @@ class LocalSystem:
 
     def embedded(self) -> list[EmbeddedServer]:
         """The embedded servers this runner started (none for MongoDB when ``MONGO_URI`` is set)."""
-        return [self.nats, *([self.mongo] if self.mongo is not None else [])]
+        nats = self.nats.nodes if isinstance(self.nats, EmbeddedNatsCluster) else [self.nats]
+        return [*nats, *([self.mongo] if self.mongo is not None else [])]
 
     def children(self) -> list[dict[str, Any]]:
         """Every supervised child and its restarts, as ``children.json`` records them."""
@@ -378,11 +405,11 @@ class LocalSystem:
         return "\n".join(lines)
 
 
-async def _main(data_dir: Path, processors: int | None) -> int:
+async def _main(data_dir: Path, processors: int | None, nats_nodes: int) -> int:
     # Bad settings stop us before anything starts. `--processors N` is the floor: N always run.
     autoscale = with_floor(load(AutoscaleSettings), processors)
     processor_settings = load(ProcessorSettings)
-    system = LocalSystem(data_dir, autoscale.min_processors, load(LocalSettings))
+    system = LocalSystem(data_dir, autoscale.min_processors, load(LocalSettings), nats_nodes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -410,7 +437,8 @@ async def _main(data_dir: Path, processors: int | None) -> int:
     return 0
 
 
-def run_up(data_dir: Path, processors: int | None = None) -> int:
-    """``medevents up``: ``processors`` always run (default ``MEDEVENTS_AUTOSCALE_MIN_PROCESSORS``)."""
+def run_up(data_dir: Path, processors: int | None = None, nats_nodes: int = 1) -> int:
+    """``medevents up``: ``processors`` always run (default ``MEDEVENTS_AUTOSCALE_MIN_PROCESSORS``);
+    ``nats_nodes`` embedded nats-servers (3 or 5: a JetStream cluster, stream replicated 3 times)."""
     logs.configure(load(LogSettings), "local")
-    return asyncio.run(_main(data_dir, processors))
+    return asyncio.run(_main(data_dir, processors, nats_nodes))

@@ -10,12 +10,14 @@ import shutil
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Literal
 
 from medevents.local.procs import Child, spawn
 
-__all__ = ["EmbeddedMongo", "EmbeddedNats", "ServerStartError", "free_port"]
+__all__ = ["EmbeddedMongo", "EmbeddedNats", "EmbeddedNatsCluster", "ServerStartError", "free_port"]
 
 
 class ServerStartError(RuntimeError):
@@ -89,14 +91,16 @@ class _Embedded:
 
 
 class EmbeddedNats(_Embedded):
-    """nats-server with JetStream, file storage under ``data_dir/jetstream``.
+    """nats-server with JetStream, file storage under ``data_dir/jetstream``; one node of an
+    :class:`EmbeddedNatsCluster` when ``cluster_name`` is given.
 
     It runs from a configuration file written to ``data_dir/nats-server.conf`` (nats-server has no
     flag for ``sync_interval``) that sets ``jetstream { sync_interval: always }``: the server then
     fsyncs every message before it acknowledges it, so an event acknowledged to the ingest (a 202)
     survives a power failure. ``sync="interval"`` keeps nats-server's own default (fsync every two
     minutes), the opt-out ``MEDEVENTS_NATS_SYNC=interval``. A user ``config`` file (auth, TLS) is
-    included first; the store flags and the ``jetstream`` block written here win over it.
+    included first; the store flags and the ``jetstream`` block written here win over it. A
+    cluster node gets its name, routes and monitoring port as flags on top.
     """
 
     name = "nats-server"
@@ -109,14 +113,33 @@ class EmbeddedNats(_Embedded):
         *,
         config: Path | None = None,
         sync: Literal["always", "interval"] = "always",
+        server_name: str = "medevents-local",
+        cluster_name: str = "",
+        cluster_port: int = 0,
+        routes: list[str] | None = None,
+        monitor_port: int = 0,
     ) -> None:
         super().__init__(data_dir, port, host)
         self.config = config  # a nats-server config file (auth, TLS); the flags below win over it
         self.sync = sync
+        self.server_name = server_name
+        self.cluster_name = cluster_name  # set: a cluster node, routed to ``routes``
+        self.cluster_port = free_port(cluster_port, host) if cluster_name else 0
+        self.routes = routes or []
+        self.monitor_port = free_port(monitor_port, host) if monitor_port or cluster_name else 0
+        self._log_offset = 0
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def route_url(self) -> str:
+        return f"nats://{self.host}:{self.cluster_port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{self.host}:{self.monitor_port}"
 
     def write_config(self) -> Path:
         """The configuration file the server runs from (rewritten at each start)."""
@@ -133,9 +156,7 @@ class EmbeddedNats(_Embedded):
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, timeout: float = 20.0) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        offset = _log_end(self.log)
+    def argv(self) -> list[str]:
         argv = [
             _binary("nats-server", "local"),
             "--config", str(self.write_config()),
@@ -143,11 +164,137 @@ class EmbeddedNats(_Embedded):
             "--store_dir", str(self.data_dir / "jetstream"),
             "--addr", self.host,
             "--port", str(self.port),
-            "--server_name", "medevents-local",
+            "--server_name", self.server_name,
         ]  # fmt: skip
-        self.child = spawn(self.name, argv, log_path=self.log)
-        _wait_for_log(self.child, self.log, b"Server is ready", timeout, offset)
+        if self.monitor_port:
+            argv += ["--http_port", str(self.monitor_port)]
+        if self.cluster_name:
+            argv += [
+                "--cluster_name", self.cluster_name,
+                "--cluster", self.route_url,
+                "--routes", ",".join(self.routes),
+            ]  # fmt: skip
+        return argv
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (see :meth:`start`)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Ports picked by the kernel come from the ephemeral range, which outgoing connections use
+        # too: on a restart one may be taken. The monitoring and route ports can move (a node
+        # solicits its routes to the others itself); clients' port cannot.
+        if self.monitor_port and free_port(self.monitor_port, self.host) != self.monitor_port:
+            self.monitor_port = free_port(0, self.host)
+        if self.cluster_name and free_port(self.cluster_port, self.host) != self.cluster_port:
+            self.cluster_port = free_port(0, self.host)
+        self._log_offset = _log_end(self.log)
+        name = self.server_name if self.cluster_name else self.name
+        self.child = spawn(name, self.argv(), log_path=self.log)
+
+    def wait_started(self, timeout: float = 20.0) -> None:
+        assert self.child is not None
+        _wait_for_log(self.child, self.log, b"Server is ready", timeout, self._log_offset)
+
+    def start(self, timeout: float = 20.0) -> str:
+        self.spawn()
+        self.wait_started(timeout)
         return self.url
+
+    @property
+    def running(self) -> bool:
+        return self.child is not None and self.child.alive()
+
+
+class EmbeddedNatsCluster:
+    """``nodes`` nats-servers with JetStream clustered over loopback routes: the production
+    topology (R3 streams survive the loss of one node) on one machine.
+
+    Every node has its own client, route and monitoring ports and its own store and generated
+    configuration (``sync_interval: always`` unless ``sync="interval"``) under ``data_dir/n<i>``;
+    :meth:`kill`, :meth:`terminate` and :meth:`restart` act on one node, which comes back on the
+    same ports and store.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        nodes: int = 3,
+        *,
+        ports: list[int] | None = None,
+        host: str = "127.0.0.1",
+        name: str = "medevents",
+        config: Path | None = None,
+        sync: Literal["always", "interval"] = "always",
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        wanted = ports or [0] * nodes
+        self.data_dir = Path(data_dir)
+        self.nodes: list[EmbeddedNats] = []
+        for i in range(nodes):
+            node = EmbeddedNats(
+                self.data_dir / f"n{i + 1}",
+                wanted[i],
+                host,
+                config=config,
+                sync=sync,
+                server_name=f"{name}-n{i + 1}",
+                cluster_name=name,
+            )
+            self.nodes.append(node)
+        for node in self.nodes:
+            node.routes = [other.route_url for other in self.nodes if other is not node]
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma separated (what ``NATS_URL`` takes)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, server_name: str) -> EmbeddedNats:
+        return next(n for n in self.nodes if n.server_name == server_name)
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start every node, then wait until JetStream is usable (a meta leader is elected)."""
+        for node in self.nodes:
+            node.spawn()
+        for node in self.nodes:
+            node.wait_started(timeout)
+        self.wait_healthy(timeout)
+        return self.url
+
+    def wait_healthy(self, timeout: float = 30.0, nodes: list[EmbeddedNats] | None = None) -> None:
+        """Wait until every running node (or ``nodes``) reports JetStream healthy on ``/healthz``."""
+        deadline = time.monotonic() + timeout
+        for node in nodes or [n for n in self.nodes if n.running]:
+            while not _healthy(node):
+                if time.monotonic() > deadline or not node.running:
+                    tail = node.log.read_bytes()[-2000:].decode("utf-8", "replace")
+                    raise ServerStartError(f"{node.server_name} did not become healthy:\n{tail}")
+                time.sleep(0.1)
+
+    def kill(self, server_name: str) -> None:
+        """SIGKILL one node, as a crash or a lost machine would."""
+        self.node(server_name).kill()
+
+    def terminate(self, server_name: str, timeout: float = 30.0) -> None:
+        """SIGTERM one node: it shuts down cleanly, handing its leaderships over."""
+        self.node(server_name).stop(timeout)
+
+    def restart(self, server_name: str, timeout: float = 30.0) -> None:
+        """Start a stopped node again on its ports and store."""
+        node = self.node(server_name)
+        node.start(timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout)
+
+
+def _healthy(node: EmbeddedNats) -> bool:
+    try:
+        with urllib.request.urlopen(f"{node.monitor_url}/healthz", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 class EmbeddedMongo(_Embedded):

@@ -132,6 +132,15 @@ def _container(rendered: list[Obj], component: str) -> Obj:
     return container
 
 
+def test_ingest_readiness_answers_within_the_probe_timeout(rendered: list[Obj]) -> None:
+    """/readyz gives up on JetStream after READINESS_BUDGET_S: the probe must wait longer, or a
+    slow election would read as a failed probe instead of the reason it returns."""
+    from medevents.ingest.publisher import READINESS_BUDGET_S
+
+    probe = _container(rendered, "ingest")["readinessProbe"]
+    assert probe["timeoutSeconds"] >= READINESS_BUDGET_S + 1
+
+
 def test_probes_use_the_real_endpoints(rendered: list[Obj]) -> None:
     for component in ("ingest", "processor"):
         container = _container(rendered, component)

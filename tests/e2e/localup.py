@@ -63,8 +63,11 @@ class LocalUp:
     """One ``medevents up --data-dir`` process; its output goes to ``runner-<n>.out`` beside the
     data directory, so restarts keep the earlier output for the log scan."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.args = args or []
         self.port = free_port()
         self.env = {**os.environ, "PORT": str(self.port), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -82,7 +85,7 @@ class LocalUp:
         self.outputs.append(out)
         with open(out, "wb") as sink:
             self.process = subprocess.Popen(
-                [MEDEVENTS, "up", "--data-dir", str(self.data_dir)],
+                [MEDEVENTS, "up", "--data-dir", str(self.data_dir), *self.args],
                 env=self.env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

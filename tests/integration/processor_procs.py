@@ -75,11 +75,12 @@ class ProcessorFleet:
         self.children: dict[str, tuple[Child, int]] = {}
         self.started = 0
 
-    def start(self) -> str:
+    def start(self, member_id: str = "") -> str:
+        """Start one more processor (``processor-<n>``; its member id is its name unless given)."""
         self.started += 1
         name = f"processor-{self.started}"
         port = free_port()
-        env = {**self.env, "PORT": str(port), "PROCESSOR_MEMBER_ID": name}
+        env = {**self.env, "PORT": str(port), "PROCESSOR_MEMBER_ID": member_id or name}
         command = [str(Path(sys.executable).parent / "medevents"), "processor"]
         self.children[name] = (spawn(name, command, env=env, log_path=self.tmp / f"{name}.log"), port)
         return name

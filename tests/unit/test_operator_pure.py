@@ -180,6 +180,46 @@ def test_rates_between_two_reads() -> None:
     ).complete
 
 
+def test_a_read_some_leader_did_not_answer_is_partial_and_gives_no_rates() -> None:
+    """A leader election leaves reads partial: marked, explained, never a rate to scale on."""
+    complete = Backlog(at=10.0, took_s=0.01, partitions=4, last_seq=100, pending=50, ack_pending=10)
+    leaderless = Backlog(
+        at=12.0, took_s=2.0, partitions=4, last_seq=140, pending=5, ack_pending=0, leaderless=("processor-2",)
+    )
+    silent_stream = Backlog(
+        at=12.0, took_s=2.0, partitions=4, last_seq=0, pending=5, ack_pending=0, stream_leaderless=True
+    )
+    for partial in (leaderless, silent_stream):
+        assert not partial.complete
+        assert rates(complete, partial) == rates(partial, complete) == rates(None, partial)
+        assert rates(complete, partial).arrival == 0.0
+    assert leaderless.gaps() == ["consumers without a leader: processor-2"]
+    assert silent_stream.gaps() == ["stream EVENTS without a leader"]
+    assert complete.gaps() == []
+
+
+def test_status_marks_a_partial_read() -> None:
+    from medevents.status import render
+
+    status: dict[str, Any] = {
+        "nats": "nats://a:4222,nats://b:4222",
+        "complete": False,
+        "partial": ["consumers without a leader: processor-2"],
+        "partitions": 4,
+        "lag": 5,
+        "pending": 5,
+        "ackPending": 0,
+        "arrivalRate": 0.0,
+        "processingRate": 0.0,
+        "processors": None,
+        "autoscaler": None,
+    }
+    text = render(status)
+    assert "lag         at least 5" in text
+    assert "PARTIAL     consumers without a leader: processor-2" in text
+    assert "processors  unknown" in text
+
+
 def test_nats_urls_lose_their_passwords_in_messages() -> None:
     from medevents.operator.pipeline import _redacted
 
