@@ -53,6 +53,7 @@ __all__ = ["CHILDREN_FILE", "LocalSystem", "run_up"]
 log = logging.getLogger("medevents.local")
 
 NATS_PORT = 4222  # the first node's; a cluster's other nodes take the next ports
+NATS_MONITOR_PORT = 8222  # the single server's monitoring port (ingest reads /varz from it)
 CLUSTER_REPLICAS = 3  # stream replicas on a local cluster, as in production
 MONGO_PORT = 27017
 PROCESSOR_PORT = 3001
@@ -158,7 +159,12 @@ class LocalSystem:
         self.nats: EmbeddedNats | EmbeddedNatsCluster
         self.stream_env: dict[str, str] = {}  # stream settings every child gets (a cluster's replicas)
         if nats_nodes == 1:
-            self.nats = EmbeddedNats(self.data_dir / "nats", NATS_PORT, sync=self.settings.nats_sync)
+            self.nats = EmbeddedNats(
+                self.data_dir / "nats",
+                NATS_PORT,
+                sync=self.settings.nats_sync,
+                monitor_port=NATS_MONITOR_PORT,
+            )
         else:
             # Its own directory: a single server's streams are not the cluster's (and vice versa).
             ports = [NATS_PORT + i for i in range(nats_nodes)]
@@ -183,8 +189,11 @@ class LocalSystem:
         return path.read_text().strip()
 
     def _env(self, **extra: str) -> dict[str, str]:
+        nodes = self.nats.nodes if isinstance(self.nats, EmbeddedNatsCluster) else [self.nats]
         return {
             "NATS_URL": self.nats.url,
+            # ingest checks each server's /varz: fsync-before-ack (or the opt-out) is reported
+            "NATS_MONITOR_URL": ",".join(n.monitor_url for n in nodes if n.monitor_port),
             **self.stream_env,
             "MONGO_URI": self.mongo_uri,
             "MEDEVENTS_PATIENT_HASH_KEY": self.key,

@@ -25,6 +25,29 @@ from .localup import MEDEVENTS, LocalUp, descendants, wait_gone
 JSON = {"Content-Type": "application/json"}
 
 
+def _sync_gauge(metrics: str) -> float:
+    line = next(x for x in metrics.splitlines() if x.startswith("medevents_nats_sync_always "))
+    return float(line.split()[1])
+
+
+async def test_the_nats_sync_opt_out_is_reported_loudly(tmp_path: Path) -> None:
+    """MEDEVENTS_NATS_SYNC=interval: the runner warns, and ingest, reading the embedded server's
+    /varz like any NATS, reports acknowledged events that are not fsynced."""
+    up = LocalUp(tmp_path / "data", env={"MEDEVENTS_NATS_SYNC": "interval"})
+    try:
+        up.start()
+        async with httpx.AsyncClient(base_url=up.url) as client:
+            assert _sync_gauge((await client.get("/metrics")).text) == 0.0
+            ready = (await client.get("/readyz")).json()
+            assert ready["status"] == "ready" and "sync_interval: always" in ready["warnings"][0]
+        assert (
+            "WARNING" in up.outputs[-1].read_text()
+            and "MEDEVENTS_NATS_SYNC=interval" in up.outputs[-1].read_text()
+        )
+    finally:
+        up.stop()
+
+
 def event(i: int, event_id: str | None = None) -> bytes:
     body = {"patientId": f"p-{i % 5}", "type": "vitals", "data": {"i": i}, "ts": "2025-10-01T10:30:00Z"}
     if event_id:
@@ -75,7 +98,8 @@ async def test_up_restarts_with_data_and_stops_its_children(tmp_path: Path) -> N
         async with httpx.AsyncClient(base_url=up.url) as client:
             health = await client.get("/health")
             assert health.json() == {"status": "ok", "service": "ingest-service"}
-            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/readyz")).json() == {"status": "ready"}
+            assert _sync_gauge((await client.get("/metrics")).text) == 1.0, "ingest checked /varz"
             accepted = []
             for i in range(20):
                 response = await client.post("/events", content=event(i), headers=JSON)
