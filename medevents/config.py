@@ -19,6 +19,7 @@ from msgspec import Meta
 __all__ = [
     "AutoscaleSettings",
     "IngestSettings",
+    "LocalSettings",
     "LogSettings",
     "MongoSettings",
     "NatsSettings",
@@ -235,6 +236,17 @@ class AutoscaleSettings(_Settings, frozen=True):
                 "MEDEVENTS_AUTOSCALE_MIN_PROCESSORS, MEDEVENTS_AUTOSCALE_MAX_PROCESSORS: the minimum "
                 f"({self.min_processors}) must not exceed the maximum ({self.max_processors})"
             )
+
+
+class LocalSettings(_Settings, frozen=True):
+    """The servers ``medevents up`` runs itself (and the tests start the same way)."""
+
+    ENV_PREFIX = "MEDEVENTS_"
+
+    # When the embedded nats-server fsyncs a publish: `always` = before it acknowledges it, so a
+    # 202 survives a power failure; `interval` = nats-server's own default (every 2 minutes), an
+    # explicit opt-out that loses the accepted events of the last two minutes on a power failure.
+    nats_sync: Literal["always", "interval"] = "always"
 
 
 class OperatorSettings(_Settings, frozen=True):

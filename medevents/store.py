@@ -1,8 +1,17 @@
-"""MongoDB: the client, the collections and their indexes (the old demo's, created at start-up)."""
+"""MongoDB: the client, the collections and their indexes (the old demo's, created at start-up).
+
+Every write waits for the journal: the processor acknowledges an event to JetStream, which then
+deletes it (work-queue retention), only after MongoDB has stored it, so "stored" must survive a
+crash or a power failure of the database node. The default write concern is therefore
+``w: "majority", j: true``: on a replica set the write is on the journal of a majority of members,
+on a standalone ``mongod`` or the embedded one-node SecantusDB it is on the node's journal (both
+accept ``majority``). A ``w=`` or ``journal=`` option in ``MONGO_URI`` replaces this default whole.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
@@ -14,6 +23,7 @@ __all__ = [
     "PROCESSED_EVENTS",
     "WATERMARKS",
     "Document",
+    "default_write_concern",
     "ensure_indexes",
     "mongo_client",
     "processed_events",
@@ -32,6 +42,19 @@ PROCESSED_EVENTS_INDEXES = [
 ]
 
 
+_WRITE_CONCERN_OPTIONS = ("w", "journal")
+
+
+def default_write_concern(uri: str) -> dict[str, Any]:
+    """The write concern to add to ``uri``: journaled, majority; nothing when the URI sets its own
+    (``w=`` or ``journal=``; URI options are case-insensitive). Keyword options would override the
+    URI's, hence the check."""
+    named = {key.lower() for key, _ in parse_qsl(urlsplit(uri).query, keep_blank_values=True)}
+    if named & set(_WRITE_CONCERN_OPTIONS):
+        return {}
+    return {"w": "majority", "journal": True}
+
+
 def mongo_client(settings: MongoSettings, name: str) -> AsyncMongoClient[Document]:
     return AsyncMongoClient(
         settings.uri,
@@ -40,6 +63,7 @@ def mongo_client(settings: MongoSettings, name: str) -> AsyncMongoClient[Documen
         serverSelectionTimeoutMS=settings.timeout_ms,
         connectTimeoutMS=settings.timeout_ms,
         socketTimeoutMS=max(settings.timeout_ms, 30_000),
+        **default_write_concern(settings.uri),
     )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from medevents import logs
 from medevents.config import (
     AutoscaleSettings,
+    LocalSettings,
     LogSettings,
     NatsSettings,
     ProcessorSettings,
@@ -44,6 +45,10 @@ log = logging.getLogger("medevents.local")
 NATS_PORT = 4222
 MONGO_PORT = 27017
 PROCESSOR_PORT = 3001
+NATS_SYNC_WARNING = (
+    "MEDEVENTS_NATS_SYNC=interval: NATS acknowledges events before they are on disk; a power "
+    "failure loses events accepted (202) in the last two minutes"
+)
 
 
 @dataclass
@@ -87,11 +92,12 @@ def _http_ok(url: str) -> bool:
 class LocalSystem:
     """Everything ``medevents up`` runs, started and stopped in order."""
 
-    def __init__(self, data_dir: Path, processors: int = 2) -> None:
+    def __init__(self, data_dir: Path, processors: int = 2, settings: LocalSettings | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.logs_dir = self.data_dir / "logs"
         self.initial_processors = processors
-        self.nats = EmbeddedNats(self.data_dir / "nats", NATS_PORT)
+        self.settings = settings if settings is not None else load(LocalSettings)
+        self.nats = EmbeddedNats(self.data_dir / "nats", NATS_PORT, sync=self.settings.nats_sync)
         self.mongo: EmbeddedMongo | None = None
         self.mongo_uri = os.environ.get("MONGO_URI", "")
         self.services: dict[str, Service] = {}
@@ -132,6 +138,9 @@ class LocalSystem:
         self.key = self._hash_key()
         if free_port(self.ingest_port) != self.ingest_port:
             raise SystemExit(f"medevents: port {self.ingest_port} is in use; set PORT to another port")
+        if self.settings.nats_sync != "always":
+            log.warning(NATS_SYNC_WARNING, extra={"nats_sync": self.settings.nats_sync})
+            print(f"medevents: WARNING: {NATS_SYNC_WARNING}", file=sys.stderr, flush=True)
         self.nats.start()
         if not self.mongo_uri:
             self.mongo = EmbeddedMongo(self.data_dir / "mongo", MONGO_PORT)
@@ -288,7 +297,7 @@ class RunnerPool:
 async def _main(data_dir: Path, processors: int) -> int:
     autoscale = load(AutoscaleSettings)  # bad settings stop us before anything starts
     processor_settings = load(ProcessorSettings)
-    system = LocalSystem(data_dir, processors)
+    system = LocalSystem(data_dir, processors, load(LocalSettings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

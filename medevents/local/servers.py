@@ -4,11 +4,14 @@ under a directory of its own."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from medevents.local.procs import Child, spawn
 
@@ -80,31 +83,61 @@ class _Embedded:
 
 
 class EmbeddedNats(_Embedded):
-    """nats-server with JetStream, file storage under ``data_dir/jetstream``."""
+    """nats-server with JetStream, file storage under ``data_dir/jetstream``.
+
+    It runs from a configuration file written to ``data_dir/nats-server.conf`` (nats-server has no
+    flag for ``sync_interval``) that sets ``jetstream { sync_interval: always }``: the server then
+    fsyncs every message before it acknowledges it, so an event acknowledged to the ingest (a 202)
+    survives a power failure. ``sync="interval"`` keeps nats-server's own default (fsync every two
+    minutes), the opt-out ``MEDEVENTS_NATS_SYNC=interval``. A user ``config`` file (auth, TLS) is
+    included first; the store flags and the ``jetstream`` block written here win over it.
+    """
 
     name = "nats-server"
 
     def __init__(
-        self, data_dir: Path, port: int = 0, host: str = "127.0.0.1", *, config: Path | None = None
+        self,
+        data_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        config: Path | None = None,
+        sync: Literal["always", "interval"] = "always",
     ) -> None:
         super().__init__(data_dir, port, host)
         self.config = config  # a nats-server config file (auth, TLS); the flags below win over it
+        self.sync = sync
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    def write_config(self) -> Path:
+        """The configuration file the server runs from (rewritten at each start)."""
+        path = self.data_dir / "nats-server.conf"
+        lines = ["# Written by medevents at each start; edits are lost. See EmbeddedNats."]
+        if self.config is not None:
+            # nats-server resolves an include against the including file's folder, even an
+            # absolute one: give it the relative path.
+            relative = os.path.relpath(Path(self.config).resolve(), self.data_dir.resolve())
+            lines.append(f"include {json.dumps(relative)}")
+        if self.sync == "always":
+            # Later keys win: this block replaces any `jetstream` block of the user's file.
+            lines.append("jetstream { sync_interval: always }")
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     def start(self, timeout: float = 20.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log.write_bytes(b"")
         argv = [
             _binary("nats-server", "local"),
+            "--config", str(self.write_config()),
             "--jetstream",
             "--store_dir", str(self.data_dir / "jetstream"),
             "--addr", self.host,
             "--port", str(self.port),
             "--server_name", "medevents-local",
-            *(["--config", str(self.config)] if self.config else []),
         ]  # fmt: skip
         self.child = spawn(self.name, argv, log_path=self.log)
         _wait_for_log(self.child, self.log, b"Server is ready", timeout)

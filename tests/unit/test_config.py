@@ -6,6 +6,7 @@ import pytest
 
 from medevents.config import (
     IngestSettings,
+    LocalSettings,
     MongoSettings,
     NatsSettings,
     OperatorSettings,
@@ -28,6 +29,11 @@ def test_old_names_keep_working() -> None:
     settings = load(MongoSettings, {"MONGO_URI": "mongodb://db:27017/other"})
     assert (settings.uri, settings.database) == ("mongodb://db:27017/other", "other")
     assert load(StreamSettings, {"MEDEVENTS_PARTITIONS": "8"}).partitions == 8
+
+
+def test_nats_fsyncs_before_acknowledging_unless_opted_out() -> None:
+    assert load(LocalSettings, {}).nats_sync == "always"
+    assert load(LocalSettings, {"MEDEVENTS_NATS_SYNC": "interval"}).nats_sync == "interval"
 
 
 def test_prefixed_name_wins_over_alias() -> None:
@@ -53,6 +59,7 @@ def test_prefixed_name_wins_over_alias() -> None:
         (NatsSettings, {"NATS_MONITOR_URL": "nats://x:8222"}, "NATS_MONITOR_URL"),
         (NatsSettings, {"NATS_MONITOR_URL": "http://a:8222,8222"}, "NATS_MONITOR_URL"),
         (IngestSettings, {"INGEST_AUTH_TOKENS_FILE": "/does/not/exist"}, "INGEST_AUTH_TOKENS_FILE"),
+        (LocalSettings, {"MEDEVENTS_NATS_SYNC": "never"}, "MEDEVENTS_NATS_SYNC"),
     ],
 )
 def test_bad_value_names_the_variable(cls: type[_Settings], env: dict[str, str], variable: str) -> None:
