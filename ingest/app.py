@@ -1,4 +1,6 @@
-"""The ingest HTTP API: ``POST /events``, ``POST /events/batch``, ``GET /events/{eventId}``, probes."""
+"""The ingest HTTP API: ``POST /events``, ``POST /events/batch``, ``GET /events/{eventId}``, a
+patient's timeline and summary (``GET /patients/{patientId}/events``, ``GET /patients/{patientId}``),
+probes."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
+import nats.errors
 import pymongo.errors
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from medevents import logs, store
+from medevents.backlog import StreamMissingError
 from medevents.config import IngestSettings, LogSettings, MongoSettings, NatsSettings, StreamSettings, load
 from medevents.ids import derive_event_id
 from medevents.model import EVENT_ID_PATTERN, Event, EventInvalid, decode_event, decode_events
@@ -31,8 +36,16 @@ from ._body import BodyError, media_type, read_body
 from ._metrics import IngestMetrics
 from ._ratelimit import RateLimiter
 from .openapi import openapi_document
+from .patients import (
+    ANY_PATH,
+    BadParameter,
+    parse_patient_path,
+    parse_timeline_query,
+    read_summary,
+    read_timeline,
+)
 from .publisher import Publisher, Unavailable
-from .wire import Accepted, BatchItem, BatchResult
+from .wire import Accepted, BatchItem, BatchResult, shown
 
 __all__ = ["IngestService", "create_app"]
 
@@ -232,6 +245,11 @@ class IngestService:
             return BatchItem(index, "error", error={"status": 503, "detail": exc.detail})
         return BatchItem(index, "queued", event_id, duplicate)
 
+    def _mongo_unavailable(self, exc: pymongo.errors.PyMongoError) -> ProblemResponse:
+        self.metrics.errors.labels("mongo").inc()
+        detail = f"MongoDB is unavailable ({type(exc).__name__})"
+        return problem(503, detail, headers=self._retry_after)
+
     async def get_event(self, request: Request) -> Response:
         if (denied := self._admit(request)) is not None:
             return self._answer(request, "event", denied)
@@ -240,20 +258,60 @@ class IngestService:
         try:
             doc = await collection.find_one({"eventId": event_id}, {"_id": 0})
         except pymongo.errors.PyMongoError as exc:
-            self.metrics.errors.labels("mongo").inc()
-            return self._answer(
-                request,
-                "event",
-                problem(503, f"MongoDB is unavailable ({type(exc).__name__})", headers=self._retry_after),
-            )
+            return self._answer(request, "event", self._mongo_unavailable(exc))
         if doc is None:
             detail = "no processed or failed event has this id (it may still be queued)"
             return self._answer(
                 request, "event", problem(404, detail, slug="unknown-event", eventStatus="unknown")
             )
-        state = "failed" if doc.get("result", {}).get("status") == "failed" else "processed"
-        body = _encoder.encode({"status": state, **doc})
+        body = _encoder.encode(shown(doc))
         return self._answer(request, "event", Response(body, 200, media_type="application/json"))
+
+    async def get_patient(self, request: Request) -> Response:
+        """``/patients/{patientId}/events`` (the timeline) and ``/patients/{patientId}`` (the
+        summary): one route, because the id may hold an encoded ``/`` that only the undecoded
+        path (``raw_path``) still tells apart from the separator."""
+        if (denied := self._admit(request)) is not None:
+            return self._answer(request, "patient", denied)
+        raw = request.scope.get("raw_path") or quote(request.scope["path"]).encode("ascii")
+        route = "patient"
+        try:
+            where = parse_patient_path(raw)
+            if where is None:
+                return self._answer(request, route, problem(404, "Not Found"))
+            db = store.database(self._mongo, self._mongo_settings)
+            body: Any
+            if where.events:
+                route = "timeline"
+                query = parse_timeline_query(request.query_params.multi_items())
+                body = await read_timeline(db, where.patient_id, query)
+            else:
+                if request.query_params:
+                    name = next(iter(request.query_params))
+                    raise BadParameter(name, "unknown parameter; the summary takes none")
+                body = await read_summary(db, self.publisher.jetstream(), where.patient_id)
+        except BadParameter as exc:
+            self.metrics.errors.labels("invalid").inc()
+            invalid = problem(
+                400,
+                f"{exc.name}: {exc.detail}",
+                slug="invalid-parameter",
+                title="Invalid parameter",
+                field=exc.name,
+            )
+            return self._answer(request, route, invalid)
+        except pymongo.errors.PyMongoError as exc:
+            return self._answer(request, route, self._mongo_unavailable(exc))
+        except Unavailable as exc:
+            return self._answer(request, route, self._unavailable(exc))
+        except (nats.errors.Error, TimeoutError, StreamMissingError) as exc:
+            self.metrics.errors.labels("nats").inc()
+            detail = f"JetStream does not answer ({type(exc).__name__}); the pending count is unknown"
+            return self._answer(
+                request, route, problem(503, detail, slug="unavailable-nats", headers=self._retry_after)
+            )
+        answer = Response(_encoder.encode(body), 200, media_type="application/json")
+        return self._answer(request, route, answer)
 
     async def openapi(self, request: Request) -> Response:
         return Response(openapi_document(), media_type="application/json")
@@ -300,6 +358,7 @@ class IngestService:
             Route("/events", self.post_event, methods=["POST"]),
             Route("/events/batch", self.post_batch, methods=["POST"]),
             Route("/events/{event_id:str}", self.get_event, methods=["GET"]),
+            Route(f"/patients/{{patient:{ANY_PATH}}}", self.get_patient, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry, self.warnings),
         ]

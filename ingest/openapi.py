@@ -7,9 +7,11 @@ from typing import Any
 
 import msgspec
 
-from medevents.model import EVENT_ID_PATTERN, MAX_DATA_DEPTH, Event
+from medevents.model import EVENT_ID_PATTERN, MAX_DATA_DEPTH, Event, EventType, PatientId
+from medevents.timeline import DEFAULT_LIMIT, MAX_LIMIT
 
-from .wire import Accepted, BatchResult, Problem
+from .patients import MAX_AFTER, SCAN_BUDGET
+from .wire import Accepted, BatchResult, PatientSummary, Problem, ProcessedEvent, TimelinePage
 
 __all__ = ["openapi_document"]
 
@@ -34,6 +36,50 @@ _ERRORS = {
     "422": _problem("Invalid event; `field` names the failing field"),
     "429": _problem("Rate limit of this token (or address) exceeded; retry after Retry-After"),
     "503": _problem("Not durable now (NATS down, timeout, stream full); retry after Retry-After"),
+}
+
+
+_REF = "#/components/schemas/"
+
+
+def _patient_parameter() -> dict[str, Any]:
+    return {
+        "name": "patientId",
+        "in": "path",
+        "required": True,
+        "description": "The patient id as one percent-encoded path segment: `/` as `%2F`, and `.` "
+        "or `..` as `%2E` or `%2E%2E` (clients remove dot segments)",
+        "schema": msgspec.json.schema(PatientId),
+    }
+
+
+def _timeline_parameters() -> list[dict[str, Any]]:
+    def query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+    date_time = {"type": "string", "format": "date-time"}
+    return [
+        _patient_parameter(),
+        query(
+            "after",
+            "Cursor: the stream sequence to start after (a page's `cursor`)",
+            {"type": "integer", "minimum": 0, "maximum": MAX_AFTER, "default": 0},
+        ),
+        query(
+            "limit",
+            "Most events in the page",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        ),
+        query("type", "Only events of this type", msgspec.json.schema(EventType)),
+        query("since", "Only events whose `ts` is at or after this time (RFC 3339 with offset)", date_time),
+        query("until", "Only events whose `ts` is before this time (RFC 3339 with offset)", date_time),
+    ]
+
+
+_READ_ERRORS = {
+    "400": _problem("Invalid path or query parameter; `field` names it"),
+    "401": _ERRORS["401"],
+    "429": _ERRORS["429"],
 }
 
 
@@ -69,9 +115,11 @@ def _event_data_schemas() -> dict[str, Any]:
 @functools.cache
 def openapi_document() -> bytes:
     _, components = msgspec.json.schema_components(
-        [Event, Accepted, BatchResult, Problem], ref_template="#/components/schemas/{name}"
+        [Event, Accepted, BatchResult, Problem, ProcessedEvent, TimelinePage, PatientSummary],
+        ref_template="#/components/schemas/{name}",
     )
     components["Event"]["properties"]["data"] = {"$ref": "#/components/schemas/EventData"}
+    components["TimelinePage"]["properties"]["events"]["items"] = {"$ref": f"{_REF}ProcessedEvent"}
     components |= _event_data_schemas()
     security: list[dict[str, list[str]]] = [{"bearer": []}, {}]
     doc = {
@@ -144,11 +192,42 @@ def openapi_document() -> bytes:
                         {"name": "eventId", "in": "path", "required": True, "schema": {"type": "string"}}
                     ],
                     "responses": {
-                        "200": {"description": "The processed event", "content": {"application/json": {}}},
+                        "200": _json("#/components/schemas/ProcessedEvent", "The processed or failed event"),
                         "401": _ERRORS["401"],
                         "404": _problem("Unknown: not processed yet, or never accepted"),
                         "429": _ERRORS["429"],
                         "503": _problem("MongoDB unavailable"),
+                    },
+                }
+            },
+            "/patients/{patientId}/events": {
+                "get": {
+                    "operationId": "getPatientEvents",
+                    "summary": "A patient's processed and failed events in processing order, by pages",
+                    "description": (
+                        "Follow `next` until it is null; later, ask again with `after=<cursor>` for "
+                        "events processed since. A filtered page examines at most "
+                        f"{SCAN_BUDGET} events and may hold fewer than `limit`."
+                    ),
+                    "security": security,
+                    "parameters": _timeline_parameters(),
+                    "responses": {
+                        "200": _json("#/components/schemas/TimelinePage", "One page of the timeline"),
+                        **_READ_ERRORS,
+                        "503": _problem("MongoDB unavailable"),
+                    },
+                }
+            },
+            "/patients/{patientId}": {
+                "get": {
+                    "operationId": "getPatient",
+                    "summary": "A patient's stored and failed counts, last event, and events still pending",
+                    "security": security,
+                    "parameters": [_patient_parameter()],
+                    "responses": {
+                        "200": _json("#/components/schemas/PatientSummary", "The patient's summary"),
+                        **_READ_ERRORS,
+                        "503": _problem("MongoDB or JetStream unavailable"),
                     },
                 }
             },

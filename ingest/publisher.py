@@ -92,8 +92,18 @@ class Publisher:
         deadline = time.monotonic() + self._timeout
         while self._pending and self._nc.is_connected and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        if not self._nc.is_closed:
+        if self._nc.is_closed:
+            return
+        try:
             await self._nc.drain()
+        except nats.errors.ConnectionReconnectingError:
+            await self._nc.close()  # NATS is away: nothing could be flushed to it anyway
+
+    def jetstream(self) -> JetStreamContext:
+        """This connection's JetStream context, for reads (the patient summary's pending count)."""
+        if self._nc is None or self._js is None or not self._nc.is_connected:
+            raise Unavailable("nats_down", "NATS is not connected")
+        return self._js
 
     async def readiness(self) -> list[str]:
         if self._nc is None or self._js is None:

@@ -7,7 +7,8 @@ summed over the partition consumers. A missing consumer or a leaderless one make
 *incomplete*: callers must not scale on it (a missing consumer once read as a huge lag in KEDA and
 scaled workloads to max).
 
-Used by the operator, the local autoscaler and ``medevents status``.
+Used by the operator, the local autoscaler and ``medevents status``; :func:`patient_pending`
+(one patient's waiting events) by the ingest API's patient summary.
 """
 
 from __future__ import annotations
@@ -21,8 +22,17 @@ from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
 
 from medevents import topology
 from medevents.cluster import Member, decode_member
+from medevents.subjects import INGEST_PREFIX
 
-__all__ = ["Backlog", "Rates", "StreamMissingError", "rates", "read_backlog", "read_members"]
+__all__ = [
+    "Backlog",
+    "Rates",
+    "StreamMissingError",
+    "patient_pending",
+    "rates",
+    "read_backlog",
+    "read_members",
+]
 
 
 class Backlog(msgspec.Struct, frozen=True):
@@ -127,3 +137,37 @@ async def read_members(js: JetStreamContext) -> list[Member]:
             except msgspec.DecodeError:
                 continue  # a record from an incompatible version: not ours to size on
     return members
+
+
+async def patient_pending(js: JetStreamContext, token: str, watermark: int) -> int:
+    """How many of a patient's events wait in stream EVENTS after its ``watermark`` (the stream
+    sequence of its last applied event), without a consumer: a work-queue stream refuses a second
+    consumer whose filter overlaps the partition consumer's.
+
+    The stream keeps a message until it is acknowledged, which comes just after the watermark
+    moves, so the patient's stored subject (``events.<partition>.<token>``; the wildcard saves
+    knowing the partition) may still hold a few applied events at or below the watermark. The
+    answer is the subject's message count (a subject-filtered stream info) minus those, found by
+    walking the subject from its first message with ``next_by_subj`` gets: one get per applied but
+    unacknowledged event, plus one. A snapshot: events acknowledged between the two reads can
+    make it one or two too high for a moment.
+    """
+    try:
+        info = await js.stream_info(topology.STREAM, subjects_filter=f"{INGEST_PREFIX}.*.{token}")
+    except NotFoundError:
+        raise StreamMissingError(f"stream {topology.STREAM} does not exist") from None
+    subjects = info.state.subjects or {}
+    applied = 0
+    if watermark >= info.state.first_seq:
+        for subject in subjects:
+            seq = info.state.first_seq
+            while True:
+                try:
+                    msg = await js.get_msg(topology.STREAM, seq=seq, subject=subject, next=True)
+                except NotFoundError:
+                    break
+                if msg.seq is None or msg.seq > watermark:
+                    break
+                applied += 1
+                seq = msg.seq + 1
+    return max(0, sum(subjects.values()) - applied)

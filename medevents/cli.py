@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     from medevents.loadgen.cli import add_parser as add_loadgen
+    from medevents.timeline import add_parser as add_events
 
+    add_events(commands)
     add_loadgen(commands)
     return parser
 
@@ -89,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from medevents.status import print_status
 
                 return print_status(args.data_dir, as_json=args.json)
+            case "events":
+                from medevents.timeline import run as run_events
+
+                return run_events(args)
             case "loadgen":
                 from medevents.loadgen.cli import run as run_loadgen
 

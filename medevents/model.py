@@ -17,6 +17,9 @@ __all__ = [
     "MAX_DATA_DEPTH",
     "Event",
     "EventInvalid",
+    "EventType",
+    "PatientId",
+    "Timestamp",
     "check_event",
     "decode_event",
     "decode_events",
@@ -31,6 +34,7 @@ _PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufef
 
 PatientId = Annotated[str, Meta(min_length=1, max_length=256, pattern=_PRINTABLE)]
 EventType = Annotated[str, Meta(min_length=1, max_length=64, pattern=_PRINTABLE)]
+Timestamp = Annotated[dt.datetime, Meta(tz=True)]  # RFC 3339 date-time with an offset
 # Event ids travel as the NATS header Nats-Msg-Id: visible ASCII only, no spaces.
 EVENT_ID_PATTERN = r"^[!-~]+(?!\n)$"
 EventId = Annotated[str, Meta(min_length=1, max_length=128, pattern=EVENT_ID_PATTERN)]
@@ -47,7 +51,7 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     patientId: PatientId
     type: EventType
     data: dict[str, Any]
-    ts: Annotated[dt.datetime, Meta(tz=True)]  # RFC 3339 date-time with an offset
+    ts: Timestamp
     eventId: EventId | UnsetType = UNSET
 
 

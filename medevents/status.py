@@ -20,6 +20,7 @@ import nats.errors
 from medevents.backlog import StreamMissingError, rates, read_backlog, read_members
 from medevents.config import NatsSettings, load
 from medevents.local.autoscaler import AUTOSCALER_FILE
+from medevents.local.endpoints import read_endpoints
 from medevents.natsconn import connect
 
 __all__ = ["collect", "print_status", "render"]
@@ -27,11 +28,9 @@ __all__ = ["collect", "print_status", "render"]
 
 def _nats_settings(data_dir: Path) -> NatsSettings:
     settings = load(NatsSettings)
-    endpoints = data_dir / "endpoints.json"
-    if "NATS_URL" not in os.environ and endpoints.exists():
-        url = json.loads(endpoints.read_text()).get("nats")
-        if url:
-            settings = NatsSettings(**{**_fields(settings), "url": url})
+    url = read_endpoints(data_dir).get("nats")
+    if "NATS_URL" not in os.environ and url:
+        settings = NatsSettings(**{**_fields(settings), "url": url})
     return settings
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import uvloop
 
+from medevents.local.endpoints import read_endpoints
+
 from .plot import PlotUnavailable, plot
 from .report import report, text
 from .runner import LoadSpec, run_load, tty_progress
 
-__all__ = ["add_parser", "endpoints", "run"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(commands: Any) -> None:
@@ -60,17 +62,8 @@ def add_parser(commands: Any) -> None:
     out.add_argument("--run-id", default="", help="names the run's patients lg-<id>-<n> (default random)")
 
 
-def endpoints(data_dir: Path) -> dict[str, str]:
-    """The URLs ``medevents up`` wrote, or nothing when it has not run there."""
-    path = data_dir / "endpoints.json"
-    if not path.exists():
-        return {}
-    found = json.loads(path.read_text())
-    return {k: v for k, v in found.items() if isinstance(v, str)}
-
-
 def spec_from_args(args: argparse.Namespace) -> LoadSpec:
-    known = endpoints(args.data_dir)
+    known = read_endpoints(args.data_dir)
     url = args.url or known.get("ingest")
     if not url:
         raise ValueError(

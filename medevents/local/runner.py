@@ -34,6 +34,7 @@ from medevents.config import (
     redact_url,
 )
 from medevents.local.autoscaler import LocalAutoscaler
+from medevents.local.endpoints import ENDPOINTS_FILE
 from medevents.local.procs import Child, spawn
 from medevents.local.servers import EmbeddedMongo, EmbeddedNats, free_port
 from medevents.natsconn import connect, ensure_stream
@@ -230,7 +231,7 @@ class LocalSystem:
         }
 
     def write_endpoints(self) -> None:
-        path = self.data_dir / "endpoints.json"
+        path = self.data_dir / ENDPOINTS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.endpoints(), indent=2) + "\n")
         tmp.replace(path)

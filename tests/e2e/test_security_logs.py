@@ -1,6 +1,7 @@
 """No patient data in logs: a whole `medevents up` run at DEBUG, fed events with distinctive
-patient ids, data values and tokens (accepted, rejected, unauthorised, batched, looked up), then
-every log line it and its children wrote is searched for them.
+patient ids, data values and tokens (accepted, rejected, unauthorised, batched, looked up, read
+back through the patient routes, whose paths carry the id), then every log line it and its
+children wrote is searched for them.
 
 The scan covers every log file under the data directory, so processors and the operator are
 checked as soon as `medevents up` runs them. Event ids are logged by design (they are how
@@ -15,11 +16,13 @@ import json
 import os
 import signal
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import httpx
 import msgspec
 
 from medevents.subjects import patient_token
+from medevents.timeline import patient_path
 
 from .localup import LocalUp
 
@@ -39,6 +42,7 @@ def secrets() -> list[str]:
         forms.add(json.dumps(value)[1:-1])  # JSON with \\u escapes
         forms.add(value.encode("unicode_escape").decode("ascii"))  # repr-style escapes
     forms |= {patient_token(p) for p in PATIENTS}  # subject tokens are reversible: patient data too
+    forms |= {quote(value, safe="") for value in plain} | {quote_plus(value) for value in plain}  # in URLs
     return sorted(forms)
 
 
@@ -111,6 +115,18 @@ def test_no_patient_data_or_token_in_any_log(tmp_path: Path) -> None:
             for event_id in ids:
                 assert client.get(f"/events/{event_id}", headers=auth).status_code in (200, 404)
             assert client.get(f"/events/{PATIENTS[0]}", headers=auth).status_code == 404
+            # The patient routes carry the id in the path (and the query): nothing may log it.
+            for patient in PATIENTS:
+                route = patient_path(patient)
+                assert client.get(route, headers=auth).status_code == 200
+                assert client.get(route + "/events", headers=auth).status_code == 200
+                filters = {"type": "vitals", "since": "2025-10-01T10:00:00+02:00", "limit": "1"}
+                assert client.get(route + "/events", params=filters, headers=auth).status_code == 200
+                invalid: list[dict[str, str]] = [{"limit": "0"}, {"type": patient + "\x07"}, {patient: "1"}]
+                for params in [*invalid, {"since": patient}]:
+                    assert client.get(route + "/events", params=params, headers=auth).status_code == 400
+                assert client.get(route + "/events", headers=wrong).status_code == 401
+                assert client.get(route + "/events/x", headers=auth).status_code == 404
         up.signal(signal.SIGTERM)
         assert up.wait(60) == 0
     finally:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import nats
@@ -50,13 +52,26 @@ async def start_ingest(
     return RunningIngest(service, client, url), server, task
 
 
+@asynccontextmanager
+async def running_ingest(
+    nats_settings: NatsSettings, mongo_settings: MongoSettings, **settings: Any
+) -> AsyncIterator[RunningIngest]:
+    """An ingest service with these ``IngestSettings`` fields, stopped on leaving."""
+    running, server, task = await start_ingest(
+        nats_settings, mongo_settings, IngestSettings(port=free_port(), **settings)
+    )
+    try:
+        yield running
+    finally:
+        await running.client.aclose()
+        server.should_exit = True
+        await task
+
+
 @pytest.fixture
 async def ingest(nats_settings: NatsSettings, mongo_settings: MongoSettings) -> AsyncIterator[RunningIngest]:
-    running, server, task = await start_ingest(nats_settings, mongo_settings)
-    yield running
-    await running.client.aclose()
-    server.should_exit = True
-    await task
+    async with running_ingest(nats_settings, mongo_settings) as running:
+        yield running
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ MEDEVENTS = str(Path(sys.executable).parent / "medevents")
 TOKEN = "fuzz-token-7f3a"  # noqa: S105 - a test token
 T = TypeVar("T")
 SEEN: collections.Counter[int] = collections.Counter()  # statuses the fuzzer got, over all operations
+REACHED: set[tuple[str, int]] = set()  # (operation path, status)
 
 
 class StreamCounter:
@@ -168,6 +169,7 @@ def check_case(case: Case[Any], ingest_process: Ingest) -> None:
                          headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
     published = counter.count() - before
     SEEN[response.status_code] += 1
+    REACHED.add((case.operation.path, response.status_code))
     text = response.content[:500]
     assert response.status_code < 500, (response.status_code, text)
     if response.status_code >= 400:
@@ -196,5 +198,11 @@ def test_the_fuzzer_reached_both_outcomes_and_nothing_crashed(ingest_process: In
     if not SEEN:
         pytest.skip("run with the fuzz test")
     assert {202, 400, 422} <= SEEN.keys(), SEEN
+    reads = {
+        ("/patients/{patientId}/events", 200),
+        ("/patients/{patientId}", 200),
+        ("/patients/{patientId}/events", 400),
+    }
+    assert reads <= REACHED, sorted(REACHED)
     text = ingest_process.log.read_text()
     assert "Traceback" not in text and '"level":"ERROR"' not in text, text[-3000:]

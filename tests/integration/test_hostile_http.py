@@ -11,10 +11,9 @@ import msgspec
 import pytest
 from nats.js import JetStreamContext
 
-from medevents.config import IngestSettings, MongoSettings, NatsSettings
-from medevents.local import free_port
+from medevents.config import MongoSettings, NatsSettings
 
-from .conftest import RunningIngest, start_ingest, stream_messages
+from .conftest import RunningIngest, running_ingest, stream_messages
 from .hostile import EVENT, close_raw, open_raw, read_response, request_head, stream_count
 
 VALID = msgspec.json.encode(EVENT)
@@ -26,14 +25,8 @@ async def impatient(
     nats_settings: NatsSettings, mongo_settings: MongoSettings
 ) -> AsyncIterator[RunningIngest]:
     """An ingest with a 1 s body timeout."""
-    port = free_port()
-    running, server, task = await start_ingest(
-        nats_settings, mongo_settings, IngestSettings(port=port, body_timeout_s=1.0)
-    )
-    yield running
-    await running.client.aclose()
-    server.should_exit = True
-    await task
+    async with running_ingest(nats_settings, mongo_settings, body_timeout_s=1.0) as running:
+        yield running
 
 
 async def test_declared_10_mib_body_is_refused_before_it_is_sent(

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ from nats.js import JetStreamContext
 
 from medevents.config import IngestSettings, MongoSettings, NatsSettings, SettingsError
 from medevents.ingest import IngestService
-from medevents.local import free_port
 
-from .conftest import RunningIngest, start_ingest
+from .conftest import RunningIngest, running_ingest
 
 JSON = {"Content-Type": "application/json"}
 PROBES = ("/health", "/livez", "/readyz", "/metrics", "/openapi.json")
@@ -34,21 +32,6 @@ def event(i: int) -> bytes:
     return msgspec.json.encode(
         {"patientId": f"p-{i}", "type": "vitals", "data": {"i": i}, "ts": "2025-10-01T10:30:00Z"}
     )
-
-
-@asynccontextmanager
-async def running(
-    nats_settings: NatsSettings, mongo_settings: MongoSettings, **settings: Any
-) -> AsyncIterator[RunningIngest]:
-    ingest, server, task = await start_ingest(
-        nats_settings, mongo_settings, IngestSettings(port=free_port(), **settings)
-    )
-    try:
-        yield ingest
-    finally:
-        await ingest.client.aclose()
-        server.should_exit = True
-        await task
 
 
 async def post(ingest: RunningIngest, i: int, token: str | None = None, **headers: str) -> httpx.Response:
@@ -69,7 +52,7 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 async def test_401_semantics_and_open_probes(
     nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
 ) -> None:
-    async with running(nats_settings, mongo_settings, auth_tokens="alpha-token, beta-token") as ingest:
+    async with running_ingest(nats_settings, mongo_settings, auth_tokens="alpha-token, beta-token") as ingest:
         bad: list[dict[bytes, bytes]] = [
             {},
             {b"Authorization": b""},
@@ -110,7 +93,7 @@ async def test_tokens_rotate_through_the_file_without_restart(
 ) -> None:
     secret = tmp_path / "tokens"
     secret.write_text("first-token\n\n  second-token  \n")
-    async with running(nats_settings, mongo_settings, auth_tokens_file=str(secret)) as ingest:
+    async with running_ingest(nats_settings, mongo_settings, auth_tokens_file=str(secret)) as ingest:
         ingest.service.auth._reload_every = 0.0  # check the file on every request in this test
         assert (await post(ingest, 1, "first-token")).status_code == 202
         assert (await post(ingest, 2, "second-token")).status_code == 202
@@ -149,7 +132,7 @@ def test_a_token_file_that_is_empty_or_unreadable_stops_start_up(
 async def test_rate_limit_per_token(
     nats_settings: NatsSettings, mongo_settings: MongoSettings, js: JetStreamContext
 ) -> None:
-    async with running(
+    async with running_ingest(
         nats_settings, mongo_settings, auth_tokens="tok-a,tok-b", rate_limit_per_s=0.2, rate_limit_burst=3
     ) as ingest:
         statuses = [(await post(ingest, i, "tok-a")).status_code for i in range(3)]
@@ -180,7 +163,8 @@ async def test_rate_limit_per_token(
 async def test_rate_limit_per_address_when_auth_is_off(
     nats_settings: NatsSettings, mongo_settings: MongoSettings
 ) -> None:
-    async with running(nats_settings, mongo_settings, rate_limit_per_s=0.1, rate_limit_burst=2) as ingest:
+    limited = {"rate_limit_per_s": 0.1, "rate_limit_burst": 2}
+    async with running_ingest(nats_settings, mongo_settings, **limited) as ingest:
         statuses = [(await post(ingest, i)).status_code for i in range(4)]
         assert statuses == [202, 202, 429, 429]
         # Another address (127.0.0.2 is loopback too on Linux) has its own bucket.
