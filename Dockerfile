@@ -14,14 +14,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/medevents
-# Dependencies first (this layer is reused while pyproject.toml is unchanged), then the code.
+# Dependencies first, the locked versions with their hashes (requirements/image.lock, `make lock`;
+# this layer is reused while the lock is unchanged), then the code without resolving anything.
+COPY requirements/image.lock ./requirements/
+RUN /opt/medevents/bin/pip install --require-hashes -r requirements/image.lock
 COPY pyproject.toml README.md LICENSE ./
 COPY medevents ./medevents
 COPY ingest ./ingest
 COPY processor ./processor
 COPY operator ./operator
-RUN python -m pip wheel --wheel-dir /wheels . \
- && /opt/medevents/bin/pip install --no-index --find-links /wheels medevents \
+RUN /opt/medevents/bin/pip install --no-deps . \
+ && /opt/medevents/bin/pip check \
  && /opt/medevents/bin/python -m compileall -q /opt/medevents/lib \
  && /opt/medevents/bin/medevents --help > /dev/null
 

@@ -38,6 +38,7 @@ __all__ = [
     "peak_rss_mib",
     "start_bare",
     "start_ingest",
+    "start_otlp_sink",
     "start_processor",
     "wait_http",
 ]
@@ -275,6 +276,21 @@ def start_bare(servers: Servers, workers: int = 1) -> Proc:
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health", child=child)
+    return Proc(child, url, log)
+
+
+def start_otlp_sink(servers: Servers) -> Proc:
+    """An OTLP/HTTP receiver that discards what it gets (bench/_otlp_sink.py)."""
+    port = free_port()
+    log = servers.dir / f"otlp-{port}.log"
+    child = spawn(
+        "otlp-sink",
+        [sys.executable, "-m", "bench._otlp_sink", str(port)],
+        env={"PYTHONPATH": str(REPO)},
+        log_path=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/", child=child)
     return Proc(child, url, log)
 
 

@@ -14,15 +14,30 @@ Both nats-server configurations are measured in the same run: ``sync_interval: a
 ``MEDEVENTS_NATS_SYNC=interval``, so the report shows what the guarantee costs. ``POST
 /events/batch`` (100 events per request) is measured with both too, and the disk's own fsync
 latency is probed in the servers' directory: on a shared machine it moves with other processes'
-I/O, and every durable publish waits for it.
+I/O, and every durable publish waits for it. Last, ingest with OpenTelemetry tracing off and on
+(every request sampled, exported over OTLP/HTTP to a receiver that discards it), alternated in the
+same run: tracing off must cost nothing, and the ratio says what turning it on costs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Literal
 
-from ._common import Outcome, Row, Servers, check, cpu_seconds, fsync_ms, start_bare, start_ingest
+from medevents import tracing
+
+from ._common import (
+    Outcome,
+    Row,
+    Servers,
+    check,
+    cpu_seconds,
+    fsync_ms,
+    start_bare,
+    start_ingest,
+    start_otlp_sink,
+)
 from ._load import LoadStats, max_rate, run_wrk
 from ._natspub import publish_rate
 
@@ -35,6 +50,7 @@ BATCH_ITEMS = 100
 BATCH_CONNECTIONS = 8
 TARGET_RAW_RATIO = 0.8  # ingest req/s over the raw publish rate, fsync on
 TARGET_CPU_US = 100.0  # ingest CPU per accepted request, fsync on
+TRACING_ROUNDS = 2  # off, on, off, on: drift of a shared machine falls on both sides
 
 _MODES: dict[Literal["always", "interval"], tuple[str, str]] = {
     "always": ("on", "fsync on (shipped)"),
@@ -42,9 +58,9 @@ _MODES: dict[Literal["always", "interval"], tuple[str, str]] = {
 }
 
 
-async def _measure(start: Any, servers: Servers, batch: int = 0) -> tuple[LoadStats, float]:
+async def _measure(start: Any, servers: Servers, batch: int = 0, **env: str) -> tuple[LoadStats, float]:
     """Closed-loop load on a fresh server process: its stats and the CPU seconds it used."""
-    proc = start(servers, 1)
+    proc = start(servers, 1, **env)
     try:
         if batch:
             await _wrk(proc.url, 1.0, BATCH_CONNECTIONS, batch)  # warm-up
@@ -77,8 +93,9 @@ async def run() -> Outcome:
             ingest, ingest_cpu = await _measure(start_ingest, servers)
             batch, batch_cpu = await _measure(start_ingest, servers, BATCH_ITEMS)
             bare, bare_cpu = (None, 0.0)
-            if sync == "always":  # the bare app does not publish: once is enough
+            if sync == "always":  # the bare app does not publish: once is enough; tracing likewise
                 bare, bare_cpu = await _measure(start_bare, servers)
+                rows += await _tracing_cost(servers, data)
         ratio = ingest.rps / raw.rate if raw.rate else None
         cpu_us = _per_request_us(ingest_cpu, ingest)
         on = sync == "always"
@@ -136,3 +153,67 @@ async def run() -> Outcome:
         cost = rates["on"][what] / off if off else None
         rows.append(Row(f"fsync_cost_{what}", f"fsync on / off: {label}", cost, "x"))
     return Outcome(rows, data)
+
+
+async def _tracing_cost(servers: Servers, data: dict[str, Any]) -> list[Row]:
+    """Ingest req/s with tracing off, on (every request sampled) and on with 10 % sampled,
+    alternated (1 worker, the same load), plus what tracing off adds to a request in-process."""
+    sink = start_otlp_sink(servers)
+    variants: dict[str, dict[str, str]] = {
+        "off": {},
+        "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url},
+        "sampled": {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+    }
+    runs: dict[str, list[LoadStats]] = {name: [] for name in variants}
+    try:
+        for _ in range(TRACING_ROUNDS):
+            for name, env in variants.items():
+                runs[name].append((await _measure(start_ingest, servers, **env))[0])
+    finally:
+        sink.stop()
+    rps = {name: sum(s.rps for s in stats) / len(stats) for name, stats in runs.items()}
+    data["tracing"] = {name: [s.__dict__ for s in stats] for name, stats in runs.items()}
+    ratio = rps["on"] / rps["off"] if rps["off"] else None
+    sampled = rps["sampled"] / rps["off"] if rps["off"] else None
+    off_us = _tracing_off_cost_us()
+    print(
+        f"ingest req/s tracing off {rps['off']:,.0f}, on {rps['on']:,.0f} (on/off = {ratio or 0:.2f}), "
+        f"10% sampled {rps['sampled']:,.0f} ({sampled or 0:.2f}); tracing off adds {off_us:.2f} us a request"
+    )
+    return [
+        Row("tracing_off_rps", "ingest, tracing off (OTEL_* unset), 1 worker", rps["off"], "req/s"),
+        Row(
+            "tracing_on_rps",
+            "ingest, tracing on (every request sampled, OTLP/HTTP), 1 worker",
+            rps["on"],
+            "req/s",
+        ),
+        Row("tracing_ratio", "ratio tracing on / off", ratio, "x"),
+        Row("tracing_sampled_rps", "ingest, tracing on, 10 % sampled, 1 worker", rps["sampled"], "req/s"),
+        Row("tracing_sampled_ratio", "ratio tracing 10 % sampled / off", sampled, "x"),
+        Row(
+            "tracing_off_us",
+            "what tracing off adds to one request (its span sites, in-process)",
+            off_us,
+            "us",
+        ),
+    ]
+
+
+def _tracing_off_cost_us(n: int = 200_000) -> float:
+    """Microseconds the ingest hot path spends on tracing while it is off: its two span sites
+    and the header-injection test, timed in this process (tracing is never configured here)."""
+    started = time.perf_counter()
+    for _ in range(n):
+        with tracing.span("validate event"):
+            pass
+        with tracing.span("publish EVENTS", kind=tracing.SpanKind.PRODUCER) as span:
+            if span is not None:
+                span.set_attribute("x", 1)
+        if tracing.enabled:
+            tracing.inject({})
+    return (time.perf_counter() - started) / n * 1e6

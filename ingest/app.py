@@ -22,9 +22,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from medevents import logs, store
+from medevents import logs, store, tracing
 from medevents.backlog import StreamMissingError
-from medevents.config import IngestSettings, LogSettings, MongoSettings, NatsSettings, StreamSettings, load
+from medevents.config import (
+    IngestSettings,
+    LogSettings,
+    MongoSettings,
+    NatsSettings,
+    StreamSettings,
+    TracingSettings,
+    load,
+)
 from medevents.ids import derive_event_id
 from medevents.model import EVENT_ID_PATTERN, Event, EventInvalid, decode_event, decode_events
 from medevents.natsmonitor import SyncState, SyncWatch
@@ -57,7 +65,17 @@ _BATCH_TYPES = {"application/json", "application/x-ndjson", "application/ndjson"
 _AT_PATH = re.compile(r" - at `\$(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
-_encoder = msgspec.json.Encoder()
+
+
+def _bson_value(value: object) -> object:
+    """What msgspec cannot encode in a stored document: BSON 64-bit integers (``Int64``, an int
+    subclass, for any number in ``data`` beyond 32 bits). Called only for such values."""
+    if isinstance(value, int):
+        return int(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_bson_value)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -156,10 +174,32 @@ class IngestService:
             raise BodyError(415, f"send the body as {' or '.join(sorted(types))}")
         return await self.bodies.read(request.receive, request.headers.get("content-length"), limit)
 
+    def _validate(self, raw: bytes, key: str | None) -> tuple[Event, str]:
+        """Decode and validate one event and derive its id (span ``validate event``)."""
+        with tracing.span("validate event") as span:
+            try:
+                event = decode_event(raw)
+            except (msgspec.DecodeError, EventInvalid) as exc:
+                tracing.error(span, "invalid")
+                raise _invalid(exc) from None
+            event_id = derive_event_id(event, key)
+            if span is not None:
+                span.set_attribute(tracing.EVENT_ID, event_id)
+            return event, event_id
+
     async def _publish(self, event: Event, raw: bytes, event_id: str) -> bool:
-        duplicate = await self.publisher.publish(
-            ingest_subject(patient_token(event.patientId)), raw, event_id
-        )
+        with tracing.span("publish EVENTS", kind=tracing.SpanKind.PRODUCER) as span:
+            if span is not None:
+                span.set_attributes(tracing.event_attributes(event_id, event.patientId))
+            try:
+                duplicate = await self.publisher.publish(
+                    ingest_subject(patient_token(event.patientId)), raw, event_id
+                )
+            except Unavailable as exc:
+                tracing.error(span, exc.kind)
+                raise
+            if span is not None:
+                span.set_attribute("medevents.duplicate", duplicate)
         if duplicate:
             self.metrics.duplicates.inc()
         else:
@@ -212,12 +252,7 @@ class IngestService:
             if media_type(content_type or "") not in _JSON_TYPES:
                 raise BodyError(415, f"send the body as {' or '.join(sorted(_JSON_TYPES))}")
             body = await self.bodies.read(receive, content_length, self.settings.max_body_bytes)
-            key = self._idempotency_key(key)
-            try:
-                event = decode_event(body)
-            except (msgspec.DecodeError, EventInvalid) as exc:
-                raise _invalid(exc) from None
-            event_id = derive_event_id(event, key)
+            event, event_id = self._validate(body, self._idempotency_key(key))
             duplicate = await self._publish(event, body, event_id)
         except BodyError as exc:
             self.metrics.errors.labels(f"http_{exc.status}").inc()
@@ -264,11 +299,7 @@ class IngestService:
 
     async def _batch_item(self, index: int, raw: bytes) -> BatchItem:
         try:
-            try:
-                event = decode_event(raw)
-            except (msgspec.DecodeError, EventInvalid) as exc:
-                raise _invalid(exc) from None
-            event_id = derive_event_id(event)
+            event, event_id = self._validate(raw, None)
             duplicate = await self._publish(event, raw, event_id)
         except Invalid as exc:
             self.metrics.errors.labels("invalid").inc()
@@ -386,6 +417,7 @@ class IngestService:
             await self.publisher.close()
             await self.bodies.close()
             await self._mongo.close()
+            tracing.shutdown()
             log.info("ingest stopped")
 
     def app(self) -> ASGIApp:
@@ -403,6 +435,9 @@ class IngestService:
             lifespan=self.lifespan,
             exception_handlers={HTTPException: http_exception_handler},
         )
+        if tracing.enabled:  # every route through the tracing middleware
+            tracing.instrument_starlette(starlette)
+            return starlette
         return _Front(starlette, self.post_event)
 
 
@@ -435,6 +470,8 @@ class _Front:
 def create_app() -> ASGIApp:
     """The app from environment variables (uvicorn's factory entry point, one per worker)."""
     logs.configure(load(LogSettings), "ingest")
+    if tracing.configure(load(TracingSettings), "medevents-ingest"):
+        tracing.instrument_pymongo()
     service = IngestService(
         load(IngestSettings), load(NatsSettings), load(StreamSettings), load(MongoSettings)
     )

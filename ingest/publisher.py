@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from medevents import topology
+from medevents import topology, tracing
 from medevents.config import IngestSettings, NatsSettings, StreamSettings
 from medevents.natsconn import connect, ensure_stream
 
@@ -65,16 +65,32 @@ class Unavailable(Exception):
 class _Item:
     """One event waiting to be sent or for its PubAck."""
 
-    __slots__ = ("deadline", "event_id", "future", "payload", "subject")
+    __slots__ = ("deadline", "event_id", "future", "payload", "subject", "trace")
 
     def __init__(
-        self, subject: str, payload: bytes, event_id: str, future: asyncio.Future[_PubAck], deadline: float
+        self,
+        subject: str,
+        payload: bytes,
+        event_id: str,
+        future: asyncio.Future[_PubAck],
+        deadline: float,
+        trace: dict[str, str] | None,
     ) -> None:
         self.subject = subject
         self.payload = payload
         self.event_id = event_id
         self.future = future
         self.deadline = deadline
+        self.trace = trace  # the request's trace context headers, while tracing is on
+
+    def headers(self) -> dict[str, str]:
+        return {"Nats-Msg-Id": self.event_id, **(self.trace or {})}
+
+    def trace_lines(self) -> bytes:
+        """The trace context as header lines (W3C traceparent/tracestate: visible ASCII)."""
+        if not self.trace:
+            return b""
+        return b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in self.trace.items())
 
 
 class _Group:
@@ -246,7 +262,11 @@ class Publisher:
         if self._waiting >= self._max_waiting:
             await self._wait_for_room(deadline)
         future: asyncio.Future[_PubAck] = asyncio.get_running_loop().create_future()
-        item = _Item(subject, payload, event_id, future, deadline)
+        trace = None
+        if tracing.enabled:
+            trace = {}
+            tracing.inject(trace)  # the trace goes on in the processor
+        item = _Item(subject, payload, event_id, future, deadline, trace)
         self._queue.append(item)
         self._by_deadline.append(item)
         self._waiting += 1
@@ -361,7 +381,7 @@ class Publisher:
                 _hpub(
                     item.subject,
                     (inbox + token).encode(),
-                    b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % item.event_id.encode(),
+                    b"NATS/1.0\r\nNats-Msg-Id: %s\r\n%s\r\n" % (item.event_id.encode(), item.trace_lines()),
                     item.payload,
                 )
                 for token, item in zip(tokens, items, strict=True)
@@ -378,7 +398,7 @@ class Publisher:
                         item.subject,
                         item.payload,
                         reply=self._inbox + token,
-                        headers={"Nats-Msg-Id": item.event_id},
+                        headers=item.headers(),
                     )
                 except nats.errors.Error as exc:
                     self._failed(group, token, item, exc)
@@ -411,7 +431,12 @@ class Publisher:
                         item.subject,
                         reply if n == last else b"",
                         _BATCH_HEADERS
-                        % (item.event_id.encode(), bid, n, b"Nats-Batch-Commit: 1\r\n" if n == last else b""),
+                        % (
+                            item.event_id.encode(),
+                            bid,
+                            n,
+                            item.trace_lines() + (b"Nats-Batch-Commit: 1\r\n" if n == last else b""),
+                        ),
                         item.payload,
                     )
                     for n, item in enumerate(group.items, 1)
@@ -419,11 +444,7 @@ class Publisher:
                 await self._write(frames, last, sum(len(i.payload) for i in group.items))
                 return
             for n, item in enumerate(group.items, 1):
-                headers = {
-                    "Nats-Msg-Id": item.event_id,
-                    "Nats-Batch-Id": batch_id,
-                    "Nats-Batch-Sequence": str(n),
-                }
+                headers = {**item.headers(), "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
                 if n == last:
                     headers["Nats-Batch-Commit"] = "1"
                 await nc.publish(

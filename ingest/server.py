@@ -7,7 +7,15 @@ import math
 import uvicorn
 
 from medevents import logs
-from medevents.config import IngestSettings, LogSettings, MongoSettings, NatsSettings, StreamSettings, load
+from medevents.config import (
+    IngestSettings,
+    LogSettings,
+    MongoSettings,
+    NatsSettings,
+    StreamSettings,
+    TracingSettings,
+    load,
+)
 
 __all__ = ["serve"]
 
@@ -15,7 +23,7 @@ __all__ = ["serve"]
 def serve() -> None:
     settings = load(IngestSettings)
     # Fail on bad configuration here, in the parent, with the variable's name, not in each worker.
-    for cls in (LogSettings, NatsSettings, StreamSettings, MongoSettings):
+    for cls in (LogSettings, NatsSettings, StreamSettings, MongoSettings, TracingSettings):
         load(cls)
     settings.tokens()
     logs.configure(load(LogSettings), "ingest")

@@ -27,6 +27,7 @@ __all__ = [
     "ProcessorSettings",
     "SettingsError",
     "StreamSettings",
+    "TracingSettings",
     "load",
     "redact_url",
 ]
@@ -258,6 +259,7 @@ class OperatorSettings(_Settings, frozen=True):
     kube_api_url: str = ""  # Kubernetes API URL; empty = in-cluster service account, else kubeconfig
     kube_insecure: bool = False  # skip TLS verification of kube_api_url (tests and local clusters only)
     liveness_port: Port = 8080  # /healthz for the liveness probe; 0 = off
+    metrics_port: Port = 8081  # Prometheus /metrics (lag, rates, replicas per EventPipeline); 0 = off
     peering: str = "medevents-operator"  # KopfPeering object for leader election among replicas
     standalone: bool = False  # run without peering (one replica only)
     watch_server_timeout_s: Annotated[float, Meta(ge=1)] = 300.0  # the API server closes watches after this
@@ -285,6 +287,76 @@ class OperatorSettings(_Settings, frozen=True):
         observe neither namespaces nor CRDs, so the operator needs no cluster-scoped rights."""
         patterns = self.namespace_patterns
         return bool(patterns) and not any(c in p for p in patterns for c in "*?!")
+
+
+class TracingSettings(_Settings, frozen=True):
+    """OpenTelemetry tracing, by the standard ``OTEL_*`` variables (the SDK reads the rest: headers,
+    timeouts, sampler, batch sizes). Off unless an OTLP endpoint or an exporter is named."""
+
+    ENV_PREFIX = "OTEL_"
+
+    sdk_disabled: bool = False  # OTEL_SDK_DISABLED=true: off, whatever else is set
+    traces_exporter: str = ""  # otlp, console (comma separated) or none; empty: otlp if an endpoint is set
+    exporter_otlp_endpoint: str = ""  # OTLP base URL, e.g. http://collector:4318
+    exporter_otlp_traces_endpoint: str = ""  # OTLP traces URL (overrides the base URL for traces)
+    exporter_otlp_protocol: str = ""  # http/protobuf (default) or grpc (needs the grpc exporter)
+    exporter_otlp_traces_protocol: str = ""  # the same, for traces only
+    service_name: str = ""  # overrides the component's name (medevents-ingest, -processor, -operator)
+    resource_attributes: str = ""  # key=value,... added to every span's resource
+
+    def __post_init__(self) -> None:
+        unknown = [e for e in self.exporters_named if e not in ("otlp", "console", "none")]
+        if unknown:
+            raise SettingsError(
+                f"OTEL_TRACES_EXPORTER: expected otlp, console or none, got {self.traces_exporter!r}"
+            )
+        if self.protocol not in ("http/protobuf", "grpc"):
+            raise SettingsError(
+                f"{self.protocol_variable}: expected http/protobuf or grpc, got {self.protocol!r}"
+            )
+        for name, url in (
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.exporter_otlp_endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", self.exporter_otlp_traces_endpoint),
+        ):
+            if url and urlsplit(url).scheme not in ("http", "https"):
+                raise SettingsError(
+                    f"{name}: expected http://host:port or https://..., got {redact_url(url)!r}"
+                )
+
+    @property
+    def exporters_named(self) -> list[str]:
+        return [e.strip().lower() for e in self.traces_exporter.split(",") if e.strip()]
+
+    @property
+    def exporters(self) -> list[str]:
+        """The exporters to run: those named, else ``otlp`` when an endpoint is set, else none."""
+        named = [e for e in self.exporters_named if e != "none"]
+        if self.exporters_named:
+            return named
+        return ["otlp"] if self.exporter_otlp_endpoint or self.exporter_otlp_traces_endpoint else []
+
+    @property
+    def wanted(self) -> bool:
+        return not self.sdk_disabled and bool(self.exporters)
+
+    @property
+    def trigger(self) -> str:
+        """The variable that turned tracing on (for error messages)."""
+        if self.traces_exporter:
+            return "OTEL_TRACES_EXPORTER"
+        if self.exporter_otlp_traces_endpoint:
+            return "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        return "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+    @property
+    def protocol(self) -> str:
+        return (self.exporter_otlp_traces_protocol or self.exporter_otlp_protocol or "http/protobuf").lower()
+
+    @property
+    def protocol_variable(self) -> str:
+        if self.exporter_otlp_traces_protocol:
+            return "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+        return "OTEL_EXPORTER_OTLP_PROTOCOL"
 
 
 S = TypeVar("S", bound=_Settings)

@@ -20,7 +20,7 @@ import msgspec
 
 from medevents.config import LogSettings
 
-__all__ = ["configure", "patient_ref"]
+__all__ = ["configure", "patient_ref", "use_patient_hash_key"]
 
 _key: bytes = os.urandom(32)
 _encoder = msgspec.json.Encoder()
@@ -60,11 +60,17 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode(line).decode("utf-8", "replace")
 
 
-def configure(settings: LogSettings, component: str) -> None:
-    """Route every logger (ours, uvicorn's, kopf's, the drivers') through the JSON formatter."""
+def use_patient_hash_key(settings: LogSettings) -> None:
+    """Key :func:`patient_ref` with ``MEDEVENTS_PATIENT_HASH_KEY`` when it is set (else the
+    process keeps its random key)."""
     global _key
     if settings.patient_hash_key:
         _key = settings.patient_hash_key.encode("utf-8")
+
+
+def configure(settings: LogSettings, component: str) -> None:
+    """Route every logger (ours, uvicorn's, kopf's, the drivers') through the JSON formatter."""
+    use_patient_hash_key(settings)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(component))
     root = logging.getLogger()

@@ -14,7 +14,8 @@ Against flapping, as the Kubernetes HPA does it: scale up to the *lowest* target
 window (0 s by default: jump straight to the target), scale down to the *highest* target seen in
 the down window, and by at most ``max_scale_down_step`` pods at a time. With ``min_replicas`` 0 the
 last pod goes away after ``idle_s`` without lag or arrivals, and anything arriving brings one back
-on the next poll.
+on the next poll. The fallback rate is a guess, so without a measured rate the policy never scales
+down while there is lag (it may still scale up on it).
 """
 
 from __future__ import annotations
@@ -137,10 +138,15 @@ def desired_replicas(spec: ScaleSpec, state: ScaleState, obs: Observation) -> De
     down = max(n for t, n in history if t >= obs.now - spec.scale_down_window_s)
 
     current = obs.current
+    measured = bool(obs.per_pod_rate and obs.per_pod_rate > 0)
     if current == 0 and target > 0:
         replicas, reason = max(up, 1), "Activate"
     elif up > current:
         replicas, reason = up, "ScaleUp"
+    elif down < current and not measured and obs.lag > 0:
+        # The fallback rate (concurrency / configured delay) is a guess, and often far above what
+        # the database allows: removing pods on it while work waits would slow the drain.
+        replicas, reason = current, "Hold"
     elif down < current:
         replicas = max(down, current - spec.max_scale_down_step)
         reason = "ScaleToZero" if replicas == 0 else "ScaleDown"
@@ -154,7 +160,7 @@ def desired_replicas(spec: ScaleSpec, state: ScaleState, obs: Observation) -> De
         reason = "ScaleUp" if bounded > current else "ScaleDown" if bounded < current else "Hold"
     message = (
         f"lag={obs.lag} arrival={obs.arrival_rate:.1f}/s per_pod={rate:.1f}/s"
-        f"{'' if obs.per_pod_rate else ' (fallback)'} drain_target={spec.target_drain_s:g}s "
+        f"{'' if measured else ' (fallback: no scale-down while lag)'} drain_target={spec.target_drain_s:g}s "
         f"needed={needed} target={target} stabilized_up={up} stabilized_down={down} "
         f"current={current} -> {replicas}"
     )

@@ -2,8 +2,9 @@
 
 Reads NATS (``NATS_URL``, else the URL ``medevents up`` wrote to ``<data dir>/endpoints.json``):
 the backlog twice, one second apart, for the rates; the processors' membership heartbeats; and
-the local autoscaler's last decision from ``<data dir>/autoscaler.json`` (on Kubernetes,
-``kubectl get eventpipelines`` shows the operator's).
+from the data directory of ``medevents up`` its children and their restarts (``children.json``,
+shown even when NATS is down) and the local autoscaler's last decision (``autoscaler.json``; on
+Kubernetes, ``kubectl get eventpipelines`` shows the operator's).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from medevents.backlog import StreamMissingError, rates, read_backlog, read_memb
 from medevents.config import NatsSettings, load
 from medevents.local.autoscaler import AUTOSCALER_FILE
 from medevents.local.endpoints import read_endpoints
+from medevents.local.runner import CHILDREN_FILE
 from medevents.natsconn import connect
 
-__all__ = ["collect", "print_status", "render"]
+__all__ = ["collect", "local_children", "print_status", "render"]
 
 
 def _nats_settings(data_dir: Path) -> NatsSettings:
@@ -32,6 +34,20 @@ def _nats_settings(data_dir: Path) -> NatsSettings:
     if "NATS_URL" not in os.environ and url:
         settings = NatsSettings(**{**_fields(settings), "url": url})
     return settings
+
+
+def local_children(data_dir: Path) -> dict[str, Any] | None:
+    """What ``medevents up`` last wrote about its children, and whether that runner still runs."""
+    path = data_dir / CHILDREN_FILE
+    if not path.exists():
+        return None
+    state: dict[str, Any] = json.loads(path.read_text())
+    try:
+        os.kill(int(state["runnerPid"]), 0)
+        state["runnerAlive"] = True
+    except (ProcessLookupError, PermissionError, KeyError, ValueError):
+        state["runnerAlive"] = False
+    return state
 
 
 def _fields(settings: NatsSettings) -> dict[str, Any]:
@@ -73,7 +89,25 @@ async def collect(settings: NatsSettings, data_dir: Path, interval_s: float = 1.
             for m in sorted(members, key=lambda m: m.id)
         ],
         "autoscaler": autoscaler,
+        "local": local_children(data_dir),
     }
+
+
+def _render_local(local: dict[str, Any] | None) -> list[str]:
+    if local is None:
+        return []
+    runner = f"medevents up (pid {local.get('runnerPid')})"
+    lines = [f"local       {runner}{'' if local['runnerAlive'] else ' NOT RUNNING; as it last wrote'}"]
+    for child in local.get("children", []):
+        state = f"pid {child['pid']}" if child["running"] else "DOWN, restarting"
+        restarts = child["restarts"]
+        note = ""
+        if restarts or child.get("lastExit") is not None:
+            note = f"  restarts {restarts}, last exit {child.get('lastExit')}"
+            if child.get("lastRestart"):
+                note += f", last restart {child['lastRestart']}"
+        lines.append(f"  {child['name']:<14} :{child['port']:<6} {state}{note}")
+    return lines
 
 
 def render(status: dict[str, Any]) -> str:
@@ -95,7 +129,8 @@ def render(status: dict[str, Any]) -> str:
     ]
     auto = status["autoscaler"]
     if auto:
-        lines.append(f"desired     {auto.get('desired')} (running {auto.get('current')})")
+        bounds = f", always {auto['min']}, at most {auto['max']}" if "min" in auto else ""
+        lines.append(f"desired     {auto.get('desired')} (running {auto.get('current')}{bounds})")
         decision = auto.get("decision") or {}
         if decision:
             lines.append(
@@ -104,6 +139,7 @@ def render(status: dict[str, Any]) -> str:
             )
     else:
         lines.append("desired     (no local autoscaler decision yet)")
+    lines += _render_local(status.get("local"))
     return "\n".join(lines)
 
 
@@ -113,10 +149,16 @@ def print_status(data_dir: Path, *, as_json: bool = False) -> int:
     try:
         status = asyncio.run(collect(settings, data_dir))
     except StreamMissingError as exc:
-        print(f"medevents: {exc}", file=sys.stderr)
-        return 1
+        problem = str(exc)
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        print(f"medevents: cannot read NATS at {settings.url}: {type(exc).__name__}", file=sys.stderr)
-        return 1
-    print(json.dumps(status, indent=2) if as_json else render(status))
-    return 0
+        problem = f"cannot read NATS at {settings.url}: {type(exc).__name__}"
+    else:
+        print(json.dumps(status, indent=2) if as_json else render(status))
+        return 0
+    local = local_children(data_dir)  # what the local runner knows, e.g. NATS being restarted
+    if as_json:
+        print(json.dumps({"error": problem, "local": local}, indent=2))
+    elif local is not None:
+        print("\n".join(_render_local(local)))
+    print(f"medevents: {problem}", file=sys.stderr)
+    return 1

@@ -46,8 +46,13 @@ def add_parser(commands: Any) -> None:
     p = commands.add_parser(
         "events",
         help="print a patient's events in processing order (through the HTTP API)",
-        description="Print a patient's processed and failed events in processing order, then how "
-        "many still wait in the stream. Example: medevents events patient-456 --follow",
+        description="Print a patient's processed and failed events in processing order, then how\n"
+        "many still wait in the stream. Asks the ingest API (the URL `medevents up` wrote, or --url).",
+        epilog="examples:\n"
+        "  medevents events patient-456\n"
+        "  medevents events patient-456 --follow            # new events as they are processed\n"
+        "  medevents events patient-456 --type vitals --since 2025-10-01T00:00:00Z --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("patient_id", metavar="PATIENT_ID", help="the patient id, as it was sent")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events (Ctrl-C stops)")

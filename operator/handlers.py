@@ -17,6 +17,7 @@ import kopf
 
 from medevents.config import OperatorSettings
 
+from ._metrics import PipelineMetrics
 from .kube import Kube
 from .pipeline import PipelineLoop
 
@@ -34,6 +35,7 @@ class OperatorContext:
     settings: OperatorSettings
     kube: Kube | None = None
     loops: dict[str, PipelineLoop] = field(default_factory=dict)
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
 
 
 def _connection(ours: OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -88,12 +90,13 @@ def build_registry(context: OperatorContext) -> kopf.OperatorRegistry:
         def event(type_: str, reason: str, message: str) -> None:
             kopf.event(body, type=type_, reason=reason, message=message[:1000])
 
-        loop = PipelineLoop(context.kube, namespace, name, event)
+        loop = PipelineLoop(context.kube, namespace, name, event, context.metrics)
         context.loops[f"{namespace}/{name}"] = loop
         try:
             await loop.run(body, stopped)
         finally:
             context.loops.pop(f"{namespace}/{name}", None)
+            context.metrics.forget(namespace, name)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
     def deleted(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:

@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import kopf
+from prometheus_client import start_http_server
 
-from medevents import logs
-from medevents.config import LogSettings, OperatorSettings, load
+from medevents import logs, tracing
+from medevents.config import LogSettings, OperatorSettings, TracingSettings, load
 
 from .handlers import OperatorContext, build_registry
 
@@ -38,17 +41,38 @@ async def operate(
 ) -> None:
     """Run the operator in the running event loop until ``stop_flag`` is set."""
     context = OperatorContext(settings)
-    await kopf.operator(
-        registry=build_registry(context),
-        memo=kopf.Memo(),
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-        **_kopf_options(settings),  # type: ignore[arg-type]
-    )
+    with _metrics_server(settings, context):
+        await kopf.operator(
+            registry=build_registry(context),
+            memo=kopf.Memo(),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            **_kopf_options(settings),  # type: ignore[arg-type]
+        )
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: OperatorSettings, context: OperatorContext) -> Iterator[None]:
+    """``/metrics`` on ``OPERATOR_METRICS_PORT`` (prometheus_client's own server, in a thread)."""
+    if not settings.metrics_port:
+        yield
+        return
+    server, thread = start_http_server(settings.metrics_port, registry=context.metrics.registry)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def run() -> None:
     """``medevents operator``: settings from the environment, JSON logs, kopf until SIGTERM."""
     settings = load(OperatorSettings)
+    tracing_settings = load(TracingSettings)
     logs.configure(load(LogSettings), "operator")
-    asyncio.run(operate(settings))
+    tracing.configure(tracing_settings, "medevents-operator")
+    try:
+        asyncio.run(operate(settings))
+    finally:
+        tracing.shutdown()

@@ -27,6 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
+from medevents import tracing
 from medevents.backlog import Backlog, StreamMissingError, rates, read_backlog, read_members
 from medevents.cluster import Member
 from medevents.config import NatsSettings, SettingsError, redact_url
@@ -34,6 +35,7 @@ from medevents.natsconn import connect
 from medevents.natsmonitor import SyncState, SyncWatch, monitor_urls
 from medevents.scaling import Decision, Observation, ScaleState, desired_replicas, per_pod_capacity
 
+from ._metrics import PipelineMetrics
 from .kube import Kube, KubeError, pipeline_path
 from .natsauth import NatsAuth, SecretError
 from .scale import annotate_deletion_cost, read_replicas, scale_to
@@ -66,8 +68,11 @@ class NotFresh(Exception):
 class PipelineLoop:
     """The state one EventPipeline keeps between polls."""
 
-    def __init__(self, kube: Kube, namespace: str, name: str, event: EventFn) -> None:
+    def __init__(
+        self, kube: Kube, namespace: str, name: str, event: EventFn, metrics: PipelineMetrics | None = None
+    ) -> None:
         self.kube = kube
+        self.metrics = metrics or PipelineMetrics()
         self.namespace = namespace
         self.name = name
         self.event = event
@@ -103,7 +108,14 @@ class PipelineLoop:
     # --- one poll ---------------------------------------------------------------------------
 
     async def poll(self, body: kopf.Body) -> float:
-        """One poll; returns the seconds until the next."""
+        """One poll (span ``poll EventPipeline``); returns the seconds until the next."""
+        with tracing.span("poll EventPipeline") as span:
+            if span is not None:
+                span.set_attribute("k8s.namespace.name", self.namespace)
+                span.set_attribute("medevents.pipeline", self.name)
+            return await self._poll(body, span)
+
+    async def _poll(self, body: kopf.Body, span: tracing.Span | None) -> float:
         generation = int(body.get("metadata", {}).get("generation") or 0)
         now = iso(datetime.datetime.now(datetime.UTC))
         try:
@@ -141,6 +153,20 @@ class PipelineLoop:
             )
             self.event("Normal", "Recovered", "lag is read again; scaling resumes")
         scaled = await self._act(spec, decision, replicas, members, now, generation)
+        self.metrics.observed(
+            self.namespace,
+            self.name,
+            backlog=backlog,
+            rates=flow,
+            replicas=decision.replicas if scaled else replicas,
+            desired=decision.replicas,
+            max_replicas=policy.ceiling,
+            target_drain_s=policy.target_drain_s,
+        )
+        if span is not None:
+            span.set_attributes(
+                {"medevents.lag": backlog.lag, "medevents.desired_replicas": decision.replicas}
+            )
         status = poll_status(
             backlog,
             flow,
@@ -303,6 +329,8 @@ class PipelineLoop:
 
     def _degrade(self, reason: str, message: str, now: str, generation: int) -> None:
         self.previous = None  # rates restart from the next good read
+        self.metrics.degraded_now(self.namespace, self.name, reason)
+        tracing.error(tracing.current_span(), reason)
         old = self.conditions.get("Degraded")
         changed = old is None or old.status != "True" or old.reason != reason
         self.conditions.set("Degraded", True, reason, message, now, generation)

@@ -91,6 +91,12 @@ class ProcessorMetrics:
         self.heartbeats = Counter(
             "medevents_processor_heartbeats", "in_progress heartbeats sent for held events", registry=r
         )
+        self.oldest_lane_seconds = Gauge(
+            "medevents_processor_oldest_lane_seconds",
+            "Longest time a patient lane has gone without finishing an event (its next event waiting "
+            "at the fence, retrying or running): a blocked patient",
+            registry=r,
+        )
         self.consumer_mismatch = Gauge(
             "medevents_processor_consumer_mismatch",
             "1 when a partition consumer's configuration differs from this pod's",

@@ -29,13 +29,14 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pymongo.errors import PyMongoError
 
-from medevents import logs
+from medevents import logs, tracing
 from medevents.model import Event, decode_event
 from medevents.subjects import patient_id
 
+from . import _tracing
 from ._metrics import ProcessorMetrics
 from .consumers import FenceLookupError, first_pending
-from .deadletter import dead_letter_headers
+from .deadletter import dead_letter_headers, event_id_of
 from .documents import processed_document
 from .fence import Decision, FencingToken, decide
 from .handlers import Handler, HandlerContext, HandlerResult, PermanentError, TransientError, as_result
@@ -176,14 +177,18 @@ class Applier:
     async def step(self, held: HeldEvent) -> LaneStep:
         """Take the lane's head event as far as it can go now."""
         try:
-            decision, watermark = await self._fence(held)
+            with _tracing.waiting(held):
+                decision, watermark = await self._fence(held)
+            if decision is Decision.WAIT:
+                self._metrics.fenced.labels("wait").inc()
+                held.fence_waits += 1
+                return LaneStep.WAIT
+            _tracing.end_wait(held, held.fence_waits)
             if decision is Decision.DONE:
                 self._metrics.duplicates.inc()
                 await self._ack(held)
-                return LaneStep.DONE
-            if decision is Decision.WAIT:
-                self._metrics.fenced.labels("wait").inc()
-                return LaneStep.WAIT
+                _tracing.note(held, "done")
+                return self._done(held)
             self._metrics.running.inc()
             try:
                 outcome = await self._run(held, watermark)
@@ -194,14 +199,21 @@ class Applier:
             held.released = True
             self._metrics.abandoned.inc()
             log.warning("heartbeats lapsed; abandoning event unwritten", extra={"seq": held.sequence})
-            return LaneStep.DONE
+            _tracing.note(held, "abandoned", failed=True)
+            return self._done(held)
+
+    @staticmethod
+    def _done(held: HeldEvent) -> LaneStep:
+        _tracing.finish(held)
+        return LaneStep.DONE
 
     async def _run(self, held: HeldEvent, watermark: int) -> _Outcome:
         """Run the handler, retrying as the error says, until it succeeds or fails for good."""
-        headers = held.msg.headers or {}
-        event_id = headers.get("Medevents-Event-Id") or headers.get("Nats-Msg-Id") or f"seq-{held.sequence}"
+        event_id = event_id_of(held.msg.headers, held.sequence)
         try:
-            event: Event | None = decode_event(held.msg.data)
+            # Ingest refused repeated keys when it accepted the event; an event stored before it
+            # did is processed as it was accepted (the last of a repeated key wins).
+            event: Event | None = decode_event(held.msg.data, unique_keys=False)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             event = None
             error = f"undecodable payload: {type(exc).__name__}"
@@ -213,19 +225,10 @@ class Applier:
             self._check_alive(held)
             runs += 1
             attempt = held.delivered - 1 + runs
-            context = HandlerContext(
-                event_id=event_id,
-                sequence=held.sequence,
-                partition=held.partition,
-                attempt=attempt,
-                fencing_token=token,
-                delay_min_ms=self.live.delay_min_ms,
-                delay_max_ms=self.live.delay_max_ms,
-            )
             started = dt.datetime.now(dt.UTC)
             t0 = time.perf_counter()
             try:
-                result = as_result(await self._handler(event, context))
+                result = await self._handle(held, event, event_id, attempt, token)
             except PermanentError as exc:
                 error = f"PermanentError: {exc}"
                 break
@@ -283,7 +286,34 @@ class Applier:
         )
         return _Outcome(document, error, event_id, patient)
 
+    async def _handle(
+        self, held: HeldEvent, event: Event, event_id: str, attempt: int, token: FencingToken
+    ) -> HandlerResult:
+        """One handler run (span ``handle`` with the attempt number; the handler sees its context)."""
+        with tracing.span("handle", parent=_tracing.parent(held)) as span:
+            if span is not None:
+                span.set_attribute("medevents.attempt", attempt)
+            context = HandlerContext(
+                event_id=event_id,
+                sequence=held.sequence,
+                partition=held.partition,
+                attempt=attempt,
+                fencing_token=token,
+                delay_min_ms=self.live.delay_min_ms,
+                delay_max_ms=self.live.delay_max_ms,
+                span_context=tracing.current_span_context(),
+            )
+            try:
+                return as_result(await self._handler(event, context))
+            except Exception as exc:
+                tracing.error(span, type(exc).__name__)
+                raise
+
     async def _dead_letter(self, held: HeldEvent, outcome: _Outcome) -> None:
+        with tracing.span("dead-letter", parent=_tracing.parent(held)):
+            await self._publish_dead_letter(held, outcome)
+
+    async def _publish_dead_letter(self, held: HeldEvent, outcome: _Outcome) -> None:
         assert outcome.failed_error is not None
         headers = dead_letter_headers(
             outcome.event_id,
@@ -292,6 +322,8 @@ class Applier:
             partition=held.partition,
             attempts=int(str(outcome.document["attempts"])),
         )
+        if tracing.enabled:
+            tracing.inject(headers)
         failures = 0
         while True:
             self._check_alive(held)
@@ -307,6 +339,13 @@ class Applier:
         """Dead-letter if failed, store, move the watermark, ack."""
         if outcome.failed_error is not None:
             await self._dead_letter(held, outcome)
+        with tracing.span("store", parent=_tracing.parent(held)):
+            step = await self._store_and_ack(held, outcome, watermark)
+        if step is LaneStep.DONE:
+            return self._done(held)
+        return step
+
+    async def _store_and_ack(self, held: HeldEvent, outcome: _Outcome, watermark: int) -> LaneStep:
         expected, failures = watermark, 0
         while True:
             self._check_alive(held)
@@ -357,6 +396,7 @@ class Applier:
                         return LaneStep.WAIT
         if outcome.failed_error is not None:
             self._metrics.failed.inc()
+            _tracing.note(held, "failed", failed=True)
             log.warning(
                 "event failed; dead-lettered",
                 extra={
@@ -367,7 +407,9 @@ class Applier:
             )
         elif result.duplicate:
             self._metrics.duplicates.inc()
+            _tracing.note(held, "duplicate")
         else:
+            _tracing.note(held, "applied")
             self._metrics.applied.inc()
             self._metrics.applied_count += 1
             self._metrics.end_to_end_seconds.observe(max(0.0, time.time() - held.accepted_at))

@@ -1,5 +1,8 @@
 """``medevents dlq list|replay``: dead letters from the command line (configured like the processor,
-by ``NATS_URL``, ``MONGO_URI`` and the rest)."""
+by ``NATS_URL``, ``MONGO_URI`` and the rest).
+
+``list`` shows each patient as the keyed hash the logs carry (``patient``), so a listing on a shared
+terminal or in a ticket holds no patient id; ``--show-patient`` adds the id itself."""
 
 from __future__ import annotations
 
@@ -8,25 +11,39 @@ import sys
 
 import msgspec
 
-from medevents import store
-from medevents.config import MongoSettings, NatsSettings, load
+from medevents import logs, store
+from medevents.config import LogSettings, MongoSettings, NatsSettings, load
 from medevents.natsconn import connect
 
-from .deadletter import list_dead_letters, replay_dead_letters
+from .deadletter import DeadLetter, list_dead_letters, replay_dead_letters
 
 __all__ = ["dlq_command"]
 
 _encode = msgspec.json.Encoder().encode
 
 
-async def _dlq(action: str, patient: str | None, event_id: str | None) -> int:
+def _listed(letter: DeadLetter, show_patient: bool) -> dict[str, object]:
+    """A dead letter as ``dlq list`` prints it: the patient as its keyed hash, the id on request."""
+    out: dict[str, object] = {}
+    for name, value in msgspec.structs.asdict(letter).items():
+        if name == "patient_id":
+            out["patient"] = logs.patient_ref(letter.patient_id)
+            if show_patient:
+                out["patient_id"] = value
+        else:
+            out[name] = value
+    return out
+
+
+async def _dlq(action: str, patient: str | None, event_id: str | None, show_patient: bool) -> int:
     nats_settings, mongo_settings = load(NatsSettings), load(MongoSettings)
+    logs.use_patient_hash_key(load(LogSettings))
     nc = await connect(nats_settings, "medevents-dlq", allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=nats_settings.request_timeout_s)
         if action == "list":
             for letter in await list_dead_letters(js):
-                sys.stdout.write(_encode(letter).decode() + "\n")
+                sys.stdout.write(_encode(_listed(letter, show_patient)).decode() + "\n")
             return 0
         client = store.mongo_client(mongo_settings, "medevents-dlq")
         try:
@@ -45,6 +62,8 @@ async def _dlq(action: str, patient: str | None, event_id: str | None) -> int:
         await nc.close()
 
 
-def dlq_command(action: str, *, patient: str | None = None, event_id: str | None = None) -> int:
+def dlq_command(
+    action: str, *, patient: str | None = None, event_id: str | None = None, show_patient: bool = False
+) -> int:
     """Run ``medevents dlq <action>``; returns the exit code."""
-    return asyncio.run(_dlq(action, patient, event_id))
+    return asyncio.run(_dlq(action, patient, event_id, show_patient))

@@ -20,6 +20,7 @@ __all__ = [
     "EVENT_ID_HEADER",
     "DeadLetter",
     "dead_letter_headers",
+    "event_id_of",
     "list_dead_letters",
     "replay_dead_letters",
 ]
@@ -44,6 +45,12 @@ class DeadLetter(msgspec.Struct, frozen=True):
     attempts: int
     error: str
     failed_at: str
+
+
+def event_id_of(headers: Mapping[str, str] | None, sequence: int) -> str:
+    """The event id a delivered message carries (a replay's in its own header)."""
+    headers = headers or {}
+    return headers.get(EVENT_ID_HEADER) or headers.get("Nats-Msg-Id") or f"seq-{sequence}"
 
 
 def _header_safe(text: str) -> str:

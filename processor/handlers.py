@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
 
 from medevents.config import SettingsError
 from medevents.model import Event
@@ -62,6 +63,10 @@ class HandlerContext:
     fencing_token: FencingToken  # (watermark, sequence): make external side effects conditional
     delay_min_ms: int  # simulated processing time, lower bound (live tuning)
     delay_max_ms: int  # simulated processing time, upper bound (live tuning)
+    # The handler run's span (trace id, span id, flags) while tracing is on, else invalid. The run
+    # is also the current span: ``opentelemetry.propagate.inject(headers)`` in a handler carries
+    # the trace on to the systems it calls.
+    span_context: SpanContext = INVALID_SPAN_CONTEXT
 
 
 Handler = Callable[[Event, HandlerContext], Awaitable[HandlerResult | Mapping[str, Any]]]

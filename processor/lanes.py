@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
+from opentelemetry.trace import Span
 
 from ._tasks import cancel_and_wait
 
@@ -40,6 +41,9 @@ class HeldEvent:
     expired: bool = False  # heartbeats lapsed: JetStream may have handed it to another pod
     released: bool = False  # acked, NAKed or abandoned: no more heartbeats
     gone_seen: bool = False  # the fence found it missing from the stream once
+    fence_waits: int = 0  # times the fence said "wait" (an earlier event of the patient pending)
+    span: Span | None = None  # "process EVENTS" while tracing is on (see _tracing)
+    wait_span: Span | None = None  # "wait for turn" until the fence lets it through
 
 
 class LaneStep(enum.Enum):
@@ -89,6 +93,7 @@ class _Lane:
         self.by_seq: dict[int, HeldEvent] = {}
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.progress_at = time.monotonic()  # created, or an event last left it
 
 
 class PatientLanes:
@@ -122,6 +127,13 @@ class PatientLanes:
 
     def __len__(self) -> int:
         return len(self._lanes)
+
+    def longest_stuck(self) -> float:
+        """Seconds the slowest lane has gone without an event leaving it: a patient whose next
+        event waits at the fence, retries or runs that long (0 with no lanes)."""
+        if not self._lanes:
+            return 0.0
+        return time.monotonic() - min(lane.progress_at for lane in self._lanes.values())
 
     def events(self) -> Iterator[HeldEvent]:
         """Every held event (for heartbeats and shutdown)."""
@@ -161,7 +173,7 @@ class PatientLanes:
                 lane.heap = [(s, h) for s, h in lane.heap if h is not held]
                 heapq.heapify(lane.heap)
             self.held -= 1
-            self.last_progress = time.monotonic()
+            self.last_progress = lane.progress_at = time.monotonic()
             self._capacity.give_back(1)
 
     def pause(self) -> None:

@@ -13,8 +13,16 @@ import uvicorn
 import uvloop
 from starlette.applications import Starlette
 
-from medevents import logs
-from medevents.config import LogSettings, MongoSettings, NatsSettings, ProcessorSettings, StreamSettings, load
+from medevents import logs, tracing
+from medevents.config import (
+    LogSettings,
+    MongoSettings,
+    NatsSettings,
+    ProcessorSettings,
+    StreamSettings,
+    TracingSettings,
+    load,
+)
 from medevents.probes import probe_routes
 
 from .service import Processor
@@ -73,6 +81,12 @@ def serve() -> int:
     """Run a processor configured by environment variables until SIGTERM; returns the exit code."""
     settings = load(ProcessorSettings)
     nats_settings, stream, mongo = load(NatsSettings), load(StreamSettings), load(MongoSettings)
+    tracing_settings = load(TracingSettings)
     logs.configure(load(LogSettings), "processor")
+    if tracing.configure(tracing_settings, "medevents-processor"):
+        tracing.instrument_pymongo()
     processor = Processor(settings, nats_settings, stream, mongo)
-    return uvloop.run(run(processor, settings.host, settings.port))
+    try:
+        return uvloop.run(run(processor, settings.host, settings.port))
+    finally:
+        tracing.shutdown()

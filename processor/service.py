@@ -19,17 +19,19 @@ from nats.js import JetStreamContext
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from medevents import store, topology
+from medevents import store, topology, tracing
 from medevents.cluster import Member, Tuning, owned_partitions
 from medevents.config import MongoSettings, NatsSettings, ProcessorSettings, StreamSettings
 from medevents.natsconn import connect, ensure_stream
 from medevents.store import Document
 from medevents.subjects import token_of_stored
 
+from . import _tracing
 from ._metrics import ProcessorMetrics
 from ._tasks import cancel_and_wait
 from .applier import Applier, LiveSettings
 from .consumers import CRITICAL_FIELDS, ensure_consumer
+from .deadletter import event_id_of
 from .handlers import Handler, load_handler
 from .lanes import Capacity, HeldEvent, PatientLanes
 from .membership import Registry
@@ -153,6 +155,7 @@ class Processor:
         self.lanes = PatientLanes(
             applier.step, self.capacity, on_change=self._lanes_changed, on_crash=self._crashed
         )
+        self.metrics.oldest_lane_seconds.set_function(self.lanes.longest_stuck)
         self._apply_ack_wait()
         await self._membership_tick()
         self._tasks = [
@@ -370,7 +373,10 @@ class Processor:
             accepted_at=meta.timestamp.timestamp(),
         )
         self.metrics.delivered.inc()
-        return self.lanes.admit(held)
+        admitted = self.lanes.admit(held)
+        if admitted and tracing.enabled:
+            _tracing.start(held, event_id_of(msg.headers, held.sequence))
+        return admitted
 
     # -- heartbeats ---------------------------------------------------------------------------
 
@@ -419,6 +425,8 @@ class Processor:
             with contextlib.suppress(nats.errors.Error):
                 await held.msg.nak()
             self.metrics.released.inc()
+            _tracing.note(held, "released")
+            _tracing.finish(held)
 
     async def drain(self, grace_s: float | None = None) -> None:
         """SIGTERM: start nothing new, leave the partitions to others, stop fetching, hand back

@@ -6,6 +6,16 @@ sequence with a compare-and-set. The insert comes first: a crash between the two
 stored and the watermark behind, and the redelivery finds the document, re-applies nothing and
 only moves the watermark. Both steps are batched across patients (``insert_many`` unordered plus
 one ``bulk_write`` of conditional updates), which the embedded store needs for throughput.
+
+Durability: the event is acknowledged to JetStream, which deletes it, after :meth:`EventStore.apply`
+returns, so the document insert uses the client's write concern, journaled by default
+(``medevents/store.py``). The watermark compare-and-set keeps ``w`` but not ``j``: it need not be
+durable before the ack. Lost in a crash of the database, it leaves the watermark behind events
+whose documents are stored and which are gone from the stream; the fence looks for the first event
+*still in the stream* after the watermark, which is then the right next one, and a redelivered
+event finds its document and only moves the watermark. On MongoDB ``w: "majority"`` journals the
+update anyway; SecantusDB syncs its log once per update *statement* when asked for ``j`` (one
+fsync per event), and without it the update is made durable by the next batch's journaled insert.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import UpdateOne, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -66,12 +76,14 @@ class EventStore:
         on_write_batch: Any = None,
     ) -> None:
         self._events = store.processed_events(db)
-        self._watermarks = store.watermarks(db)
+        unjournaled = {k: v for k, v in db.write_concern.document.items() if k != "j"}
+        self._watermarks = store.watermarks(db).with_options(write_concern=WriteConcern(**unjournaled))
         self._reads: Batcher[str, int] = Batcher(
-            self._read_many, max_batch=max_batch, window_s=read_window_s, flushers=2
+            self._read_many, name="read watermarks", max_batch=max_batch, window_s=read_window_s, flushers=2
         )
         self._writes: Batcher[WriteRequest, ApplyResult] = Batcher(
             self._apply_many,
+            name="write events",
             max_batch=max_batch,
             window_s=write_window_s,
             flushers=2,

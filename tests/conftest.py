@@ -21,7 +21,7 @@ from medevents.config import MongoSettings, NatsSettings
 from medevents.local import EmbeddedMongo, EmbeddedNats, free_port
 from medevents.local.procs import Child, spawn
 
-_TIERS = ("unit", "integration", "operator", "deploy", "e2e")
+_TIERS = ("unit", "integration", "operator", "deploy", "e2e", "faults")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

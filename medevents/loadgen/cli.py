@@ -24,9 +24,16 @@ def add_parser(commands: Any) -> None:
     """Register ``loadgen`` on the ``medevents`` sub-command parser."""
     p = commands.add_parser(
         "loadgen",
-        help="send events to a running system, wait for processing, verify and report",
-        description="Send events to a running medevents system (URLs from <data dir>/endpoints.json, "
-        "or --url/--nats/--mongo), wait for processing, verify from MongoDB and report.",
+        help="send test events, verify their processing, report",
+        description="Send test events to a running medevents system (the URLs `medevents up` wrote\n"
+        "to the data directory, or --url/--nats/--mongo), wait until they are processed, check in\n"
+        "MongoDB that each was stored once and every patient's in order, and report throughput,\n"
+        "latency and errors. Exit code 1 when the check fails.",
+        epilog="examples:\n"
+        "  medevents loadgen --rate 300 --duration 60 --patients 2000 --duplicates 0.05\n"
+        "  medevents loadgen --max-rate --count 50000 --concurrency 64 --no-verify\n"
+        "  medevents loadgen --rate 300 --duration 60 --json run.json --plot run.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = p.add_argument_group("where")
     where.add_argument(

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js.errors import Error as JetStreamError
@@ -26,7 +27,7 @@ from medevents.config import AutoscaleSettings, NatsSettings, ProcessorSettings
 from medevents.natsconn import connect
 from medevents.scaling import Decision, Observation, ScaleSpec, ScaleState, desired_replicas, per_pod_capacity
 
-__all__ = ["AUTOSCALER_FILE", "LocalAutoscaler", "ProcessorPool", "scale_spec"]
+__all__ = ["AUTOSCALER_FILE", "LocalAutoscaler", "ProcessorPool", "scale_spec", "with_floor"]
 
 log = logging.getLogger("medevents.local.autoscaler")
 
@@ -44,6 +45,16 @@ class ProcessorPool(Protocol):
     async def scale_to(self, n: int) -> None:
         """Start or gracefully stop processors until ``n`` run."""
         ...
+
+
+def with_floor(settings: AutoscaleSettings, processors: int | None) -> AutoscaleSettings:
+    """The settings with ``medevents up --processors N``: N processors always run (the minimum),
+    and the maximum is at least N. None (no option) keeps ``MEDEVENTS_AUTOSCALE_MIN_PROCESSORS``."""
+    if processors is None:
+        return settings
+    return msgspec.structs.replace(
+        settings, min_processors=processors, max_processors=max(settings.max_processors, processors)
+    )
 
 
 def scale_spec(settings: AutoscaleSettings, processor: ProcessorSettings, partitions: int) -> ScaleSpec:
@@ -146,6 +157,8 @@ class LocalAutoscaler:
             {
                 "desired": decision.replicas,
                 "current": self.pool.count(),
+                "min": spec.min_replicas,
+                "max": spec.ceiling,
                 "lag": backlog.lag,
                 "arrivalRate": round(flow.arrival, 2),
                 "processingRate": round(flow.processing, 2),

@@ -1,9 +1,10 @@
 """``medevents up``: the whole system on one machine, with no Docker and no cluster.
 
 Starts an embedded nats-server, an embedded MongoDB-wire server (unless ``MONGO_URI`` is set), the
-ingest service and the processors as child processes, restarts any that dies, writes
-``<data dir>/endpoints.json`` and stops everything on Ctrl-C or SIGTERM. Children die with the
-runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
+ingest service and the processors as child processes, restarts any that dies (the servers on the
+same port and data directory), writes ``<data dir>/endpoints.json`` and ``children.json`` (what
+runs, restarts; ``medevents status`` shows it) and stops everything on Ctrl-C or SIGTERM. Children
+die with the runner even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from medevents import logs
 from medevents.config import (
@@ -33,13 +35,13 @@ from medevents.config import (
     load,
     redact_url,
 )
-from medevents.local.autoscaler import LocalAutoscaler
+from medevents.local.autoscaler import LocalAutoscaler, with_floor
 from medevents.local.endpoints import ENDPOINTS_FILE
 from medevents.local.procs import Child, spawn
-from medevents.local.servers import EmbeddedMongo, EmbeddedNats, free_port
+from medevents.local.servers import EmbeddedMongo, EmbeddedNats, ServerStartError, free_port
 from medevents.natsconn import connect, ensure_stream
 
-__all__ = ["LocalSystem", "RunnerPool", "run_up"]
+__all__ = ["CHILDREN_FILE", "LocalSystem", "run_up"]
 
 log = logging.getLogger("medevents.local")
 
@@ -50,6 +52,44 @@ NATS_SYNC_WARNING = (
     "MEDEVENTS_NATS_SYNC=interval: NATS acknowledges events before they are on disk; a power "
     "failure loses events accepted (202) in the last two minutes"
 )
+CHILDREN_FILE = "children.json"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class Restarts:
+    """When a supervised child that died starts again: after 0.5 s, doubling up to 30 s."""
+
+    count: int = 0
+    next_start: float = 0.0  # monotonic time of the next start; 0 while none is planned
+    last_exit: int | None = None  # exit code of the last death (negative: killed by that signal)
+    last_restart: str = ""  # when it was last started again (UTC)
+
+    def due(self, name: str, code: int | None, now: float) -> bool:
+        """Called while the child is dead: plans the next start, True once it is time for it."""
+        if self.next_start == 0.0:
+            delay = min(30.0, 0.5 * 2**self.count)
+            self.next_start, self.last_exit = now + delay, code
+            log.warning("child exited; restarting", extra={"child": name, "code": code, "in_s": delay})
+            return False
+        if now < self.next_start:
+            return False
+        self.count += 1
+        self.next_start, self.last_restart = 0.0, _now()
+        return True
+
+
+class EmbeddedServer(Protocol):
+    """What the runner supervises of an embedded server (servers.py): started again in place."""
+
+    name: str
+    port: int
+    child: Child | None
+
+    def start(self) -> str: ...
 
 
 @dataclass
@@ -62,9 +102,12 @@ class Service:
     log_path: Path
     health_url: str
     child: Child | None = None
-    restarts: int = 0
-    next_start: float = 0.0
+    restarts: Restarts = field(default_factory=Restarts)
     stopping: bool = field(default=False)
+
+    @property
+    def port(self) -> int:
+        return int(self.health_url.rsplit(":", 1)[1].split("/")[0])
 
     def start(self) -> None:
         self.child = spawn(self.name, self.argv, env=self.env, log_path=self.log_path)
@@ -93,7 +136,7 @@ def _http_ok(url: str) -> bool:
 class LocalSystem:
     """Everything ``medevents up`` runs, started and stopped in order."""
 
-    def __init__(self, data_dir: Path, processors: int = 2, settings: LocalSettings | None = None) -> None:
+    def __init__(self, data_dir: Path, processors: int = 1, settings: LocalSettings | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.logs_dir = self.data_dir / "logs"
         self.initial_processors = processors
@@ -102,6 +145,7 @@ class LocalSystem:
         self.mongo: EmbeddedMongo | None = None
         self.mongo_uri = os.environ.get("MONGO_URI", "")
         self.services: dict[str, Service] = {}
+        self.server_restarts: dict[int, Restarts] = {}  # by id() of the server: names may repeat
         self.ingest_port = int(os.environ.get("PORT", "3000"))
 
     def _hash_key(self) -> str:
@@ -136,6 +180,7 @@ class LocalSystem:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
+        (self.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)  # a last run's is not this one's
         self.key = self._hash_key()
         if free_port(self.ingest_port) != self.ingest_port:
             raise SystemExit(f"medevents: port {self.ingest_port} is in use; set PORT to another port")
@@ -157,7 +202,7 @@ class LocalSystem:
             self.add_processor()
         for service in self.processors():
             await self.wait_ready(service)
-        self.write_endpoints()
+        self.write_endpoints()  # only now: endpoints.json says the system is up
 
     # -- processors (the local autoscaler adds and removes them through these) ------------------
 
@@ -170,19 +215,30 @@ class LocalSystem:
         index = 1
         while f"processor-{index}" in self.services:
             index += 1
-        taken = {int(s.health_url.rsplit(":", 1)[1].split("/")[0]) for s in self.services.values()}
-        port = PROCESSOR_PORT + index - 1
-        while port in taken or free_port(port) != port:
-            port += 1
         service = self.add_service(
             f"processor-{index}",
             [*medevents_command(), "processor"],
-            port,
+            self._processor_port(PROCESSOR_PORT + index - 1),
             HOST="127.0.0.1",
             PROCESSOR_MEMBER_ID=f"local-processor-{index}",
         )
-        self.write_endpoints()
         return service
+
+    def _processor_port(self, first: int) -> int:
+        taken = {s.port for s in self.services.values()}
+        port = first
+        while port in taken or free_port(port) != port:
+            port += 1
+        return port
+
+    def _restart(self, service: Service) -> None:
+        """Start a dead service again. A processor whose port another program took meanwhile
+        (it could only check the port was free before it bound it) moves to the next free one."""
+        if service.name.startswith("processor-") and free_port(service.port) != service.port:
+            port = self._processor_port(service.port + 1)
+            service.env["PORT"] = str(port)
+            service.health_url = f"http://127.0.0.1:{port}/readyz"
+        service.start()
 
     def count(self) -> int:
         """Processors running now (the local autoscaler's ``ProcessorPool``)."""
@@ -192,8 +248,9 @@ class LocalSystem:
         """Start processors, or stop the newest ones gracefully, until ``n`` run."""
         while self.count() < n:
             self.add_processor()
+            self.write_endpoints()
         while self.count() > n and await self.remove_processor():
-            pass
+            pass  # one at a time: each drains its held events on SIGTERM first
 
     async def remove_processor(self) -> bool:
         """Stop the newest processor gracefully (SIGTERM: it drains its held events within
@@ -230,31 +287,73 @@ class LocalSystem:
             },
         }
 
+    def embedded(self) -> list[EmbeddedServer]:
+        """The embedded servers this runner started (none for MongoDB when ``MONGO_URI`` is set)."""
+        return [self.nats, *([self.mongo] if self.mongo is not None else [])]
+
+    def children(self) -> list[dict[str, Any]]:
+        """Every supervised child and its restarts, as ``children.json`` records them."""
+        rows: list[tuple[str, str, int, Child | None, Restarts]] = [
+            (s.name, "server", s.port, s.child, self.server_restarts.get(id(s), Restarts()))
+            for s in self.embedded()
+        ]
+        rows += [
+            (name, "service", s.port, s.child, s.restarts)
+            for name, s in self.services.items()
+            if not s.stopping
+        ]
+        return [
+            {
+                "name": name,
+                "kind": kind,
+                "port": port,
+                "pid": child.pid if child is not None and child.alive() else None,
+                "running": child is not None and child.alive(),
+                "restarts": restarts.count,
+                "lastExit": restarts.last_exit,
+                "lastRestart": restarts.last_restart or None,
+            }
+            for name, kind, port, child, restarts in rows
+        ]
+
     def write_endpoints(self) -> None:
-        path = self.data_dir / ENDPOINTS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.endpoints(), indent=2) + "\n")
-        tmp.replace(path)
+        """Write ``endpoints.json`` and ``children.json`` (atomically, each)."""
+        state = {"runnerPid": os.getpid(), "children": self.children(), "time": _now()}
+        for name, body in ((ENDPOINTS_FILE, self.endpoints()), (CHILDREN_FILE, state)):
+            path = self.data_dir / name
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(body, indent=2) + "\n")
+            tmp.replace(path)
 
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Restart children that die, with exponential back-off, until ``stop`` is set."""
+        """Restart children that die, with exponential back-off, until ``stop`` is set: the
+        embedded servers first (on the same port and data directory), then the services."""
         while not stop.is_set():
-            now = time.monotonic()
+            changed = False
+            for server in self.embedded():
+                child = server.child
+                if child is None or child.alive():
+                    continue
+                changed = True
+                restarts = self.server_restarts.setdefault(id(server), Restarts())
+                if restarts.due(server.name, child.popen.returncode, time.monotonic()):
+                    try:
+                        await asyncio.to_thread(server.start)
+                    except ServerStartError:  # its log says why; the next round backs off further
+                        log.warning("embedded server did not start", extra={"child": server.name})
+                    else:
+                        log.info(
+                            "embedded server restarted", extra={"child": server.name, "port": server.port}
+                        )
             for service in list(self.services.values()):
                 child = service.child
                 if service.stopping or child is None or child.alive():
                     continue
-                if service.next_start == 0.0:
-                    delay = min(30.0, 0.5 * 2**service.restarts)
-                    service.next_start = now + delay
-                    log.warning(
-                        "child exited; restarting",
-                        extra={"child": service.name, "code": child.popen.returncode, "in_s": delay},
-                    )
-                elif now >= service.next_start:
-                    service.restarts += 1
-                    service.next_start = 0.0
-                    service.start()
+                changed = True
+                if service.restarts.due(service.name, child.popen.returncode, time.monotonic()):
+                    self._restart(service)
+            if changed:
+                self.write_endpoints()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
 
@@ -279,26 +378,11 @@ class LocalSystem:
         return "\n".join(lines)
 
 
-class RunnerPool:
-    """The runner's processor processes as the local autoscaler's :class:`ProcessorPool`."""
-
-    def __init__(self, system: LocalSystem) -> None:
-        self.system = system
-
-    def count(self) -> int:
-        return len(self.system.processors())
-
-    async def scale_to(self, n: int) -> None:
-        while self.count() < n:
-            self.system.add_processor()
-        while self.count() > n and await self.system.remove_processor():
-            pass  # one at a time: each drains its held events on SIGTERM first
-
-
-async def _main(data_dir: Path, processors: int) -> int:
-    autoscale = load(AutoscaleSettings)  # bad settings stop us before anything starts
+async def _main(data_dir: Path, processors: int | None) -> int:
+    # Bad settings stop us before anything starts. `--processors N` is the floor: N always run.
+    autoscale = with_floor(load(AutoscaleSettings), processors)
     processor_settings = load(ProcessorSettings)
-    system = LocalSystem(data_dir, processors, load(LocalSettings))
+    system = LocalSystem(data_dir, autoscale.min_processors, load(LocalSettings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -309,7 +393,7 @@ async def _main(data_dir: Path, processors: int) -> int:
         if autoscale.enabled:
             autoscaler = LocalAutoscaler(
                 NatsSettings(url=system.nats.url),
-                RunnerPool(system),
+                system,
                 autoscale,
                 processor_settings,
                 system.data_dir,
@@ -326,6 +410,7 @@ async def _main(data_dir: Path, processors: int) -> int:
     return 0
 
 
-def run_up(data_dir: Path, processors: int = 2) -> int:
+def run_up(data_dir: Path, processors: int | None = None) -> int:
+    """``medevents up``: ``processors`` always run (default ``MEDEVENTS_AUTOSCALE_MIN_PROCESSORS``)."""
     logs.configure(load(LogSettings), "local")
     return asyncio.run(_main(data_dir, processors))

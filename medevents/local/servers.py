@@ -47,10 +47,16 @@ def _binary(name: str, package: str) -> str:
     return found
 
 
-def _wait_for_log(child: Child, log: Path, needle: bytes, timeout: float) -> None:
+def _log_end(log: Path) -> int:
+    """Where this start's lines begin: the log is appended to, so a restart keeps the last words
+    of the run that died."""
+    return log.stat().st_size if log.exists() else 0
+
+
+def _wait_for_log(child: Child, log: Path, needle: bytes, timeout: float, offset: int = 0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if needle in log.read_bytes():
+        if needle in log.read_bytes()[offset:]:
             return
         if not child.alive():
             break
@@ -129,7 +135,7 @@ class EmbeddedNats(_Embedded):
 
     def start(self, timeout: float = 20.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log.write_bytes(b"")
+        offset = _log_end(self.log)
         argv = [
             _binary("nats-server", "local"),
             "--config", str(self.write_config()),
@@ -140,7 +146,7 @@ class EmbeddedNats(_Embedded):
             "--server_name", "medevents-local",
         ]  # fmt: skip
         self.child = spawn(self.name, argv, log_path=self.log)
-        _wait_for_log(self.child, self.log, b"Server is ready", timeout)
+        _wait_for_log(self.child, self.log, b"Server is ready", timeout, offset)
         return self.url
 
 
@@ -157,7 +163,7 @@ class EmbeddedMongo(_Embedded):
 
     def start(self, timeout: float = 60.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log.write_bytes(b"")
+        offset = _log_end(self.log)
         argv = [
             _binary("secantusd-py", "local"),
             "--host", self.host,
@@ -166,5 +172,5 @@ class EmbeddedMongo(_Embedded):
             "--log-level", "INFO",
         ]  # fmt: skip
         self.child = spawn(self.name, argv, log_path=self.log)
-        _wait_for_log(self.child, self.log, b"listening on", timeout)
+        _wait_for_log(self.child, self.log, b"listening on", timeout, offset)
         return self.url

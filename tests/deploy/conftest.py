@@ -50,6 +50,8 @@ COMBOS: dict[str, dict[str, Any]] = {
             ],
         },
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "medevents"}},
         "imagePullSecrets": [{"name": "regcred"}],
         "image": {"digest": "sha256:" + "ab" * 32},
         "extraEnv": [{"name": "PROCESSOR_MAX_ATTEMPTS", "value": "7"}],

@@ -37,7 +37,7 @@ NAMESPACE = "medevents"
 SUPPORTED = (Version("1.30"), Version("1.35"))
 
 # Kinds no schema here describes: the Prometheus Operator's CRDs are not ours to ship.
-UNCHECKED_KINDS = frozenset({"ServiceMonitor"})
+UNCHECKED_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 
 Obj = dict[str, Any]
 

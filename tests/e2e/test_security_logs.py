@@ -1,7 +1,8 @@
-"""No patient data in logs: a whole `medevents up` run at DEBUG, fed events with distinctive
-patient ids, data values and tokens (accepted, rejected, unauthorised, batched, looked up, read
-back through the patient routes, whose paths carry the id), then every log line it and its
-children wrote is searched for them.
+"""No patient data in logs or traces: a whole `medevents up` run at DEBUG with tracing on (OTLP to
+a receiver in the test), fed events with distinctive patient ids, data values and tokens
+(accepted, rejected, unauthorised, batched, looked up, dead-lettered, read back through the
+patient routes, whose paths carry the id), then every log line it and its children wrote and every
+exported span (the raw OTLP bytes) is searched for them.
 
 The scan covers every log file under the data directory, so processors and the operator are
 checked as soon as `medevents up` runs them. Event ids are logged by design (they are how
@@ -15,6 +16,7 @@ import hmac
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -25,6 +27,7 @@ from medevents.subjects import patient_token
 from medevents.timeline import patient_path
 
 from .localup import LocalUp
+from .otlp import OtlpSink
 
 MARK = os.urandom(4).hex()
 TOKEN = f"tok-SECRET-{MARK}"
@@ -62,8 +65,29 @@ def events() -> list[dict[str, object]]:
     ]
 
 
-def test_no_patient_data_or_token_in_any_log(tmp_path: Path) -> None:
-    up = LocalUp(tmp_path / "data", env={"LOG_LEVEL": "DEBUG", "INGEST_AUTH_TOKENS": f"other-token,{TOKEN}"})
+# Fails every event whose data says so, quoting it in the error (as careless handlers do).
+HANDLER = """
+from medevents.processor import PermanentError
+
+
+async def handle(event, context):
+    if "fail" in event.data:
+        raise PermanentError(f"cannot process {event.patientId}: {event.data}")
+    return {"status": "success", "message": "ok"}
+"""
+
+
+def test_no_patient_data_or_token_in_any_log_or_span(tmp_path: Path) -> None:
+    (tmp_path / "leaky_handler.py").write_text(HANDLER)
+    sink = OtlpSink().__enter__()
+    env = {
+        "LOG_LEVEL": "DEBUG",
+        "INGEST_AUTH_TOKENS": f"other-token,{TOKEN}",
+        "PROCESSOR_HANDLER": "leaky_handler:handle",
+        "PYTHONPATH": str(tmp_path),
+        **sink.env(),
+    }
+    up = LocalUp(tmp_path / "data", env=env)
     try:
         up.start()
         auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -112,8 +136,15 @@ def test_no_patient_data_or_token_in_any_log(tmp_path: Path) -> None:
                 ).status_code
                 == 202
             )
-            for event_id in ids:
-                assert client.get(f"/events/{event_id}", headers=auth).status_code in (200, 404)
+            failing = {**events()[1], "data": {"fail": DATA_VALUES[0]}}
+            response = client.post("/events", content=msgspec.json.encode(failing), headers=auth)
+            assert response.status_code == 202
+            ids.append(response.json()["eventId"])
+            for event_id in ids:  # every event processed (or dead-lettered): all spans are in
+                deadline = time.monotonic() + 60
+                while client.get(f"/events/{event_id}", headers=auth).status_code != 200:
+                    assert time.monotonic() < deadline, f"{event_id} not processed"
+                    time.sleep(0.2)
             assert client.get(f"/events/{PATIENTS[0]}", headers=auth).status_code == 404
             # The patient routes carry the id in the path (and the query): nothing may log it.
             for patient in PATIENTS:
@@ -131,6 +162,7 @@ def test_no_patient_data_or_token_in_any_log(tmp_path: Path) -> None:
         assert up.wait(60) == 0
     finally:
         up.stop()
+        sink.__exit__()
 
     files = list(up.log_files())
     names = {f.name for f in files}
@@ -141,8 +173,21 @@ def test_no_patient_data_or_token_in_any_log(tmp_path: Path) -> None:
         leaks += [(path.name, secret) for secret in secrets() if secret in text]
     assert not leaks, f"patient data or tokens in logs: {leaks}"
 
-    # The scan saw the DEBUG lines that name each event: by event id and the keyed patient hash.
+    # The spans: every byte exported, whatever span, attribute, event or resource it is in.
+    exported = b"".join(sink.raw).decode("utf-8", "replace")
+    span_leaks = [secret for secret in secrets() if secret in exported]
+    assert not span_leaks, f"patient data or tokens in exported spans: {span_leaks}"
+    services = {s.service for s in sink.spans}
+    assert {"medevents-ingest", "medevents-processor"} <= services, services
+    names = {s.name for s in sink.spans}
+    assert {"GET /events/{event_id}", "dead-letter", "handle", "write events"} <= names, names
+    processed = [s for s in sink.spans if s.name == "process EVENTS"]
+    assert {s.attributes["medevents.event_id"] for s in processed} >= set(ids)
     key = (tmp_path / "data" / "patient-hash.key").read_text().strip()
+    refs = {patient_ref(key, p) for p in PATIENTS}
+    assert {s.attributes["medevents.patient"] for s in processed} == refs
+
+    # The scan saw the DEBUG lines that name each event: by event id and the keyed patient hash.
     ingest_log = (tmp_path / "data" / "logs" / "ingest.log").read_text()
     for patient in PATIENTS:
         assert patient_ref(key, patient) in ingest_log

@@ -140,17 +140,31 @@ async def test_deep_nesting(ingest: RunningIngest, js: JetStreamContext) -> None
     assert await stream_count(js) == 1
 
 
-async def test_duplicate_keys_last_wins(ingest: RunningIngest, js: JetStreamContext) -> None:
-    """JSON leaves duplicate keys undefined; msgspec keeps the last, everywhere in the pipeline (the
-    processor decodes the stored bytes with the same decoder), so the subject, the event id and the
-    stored document all agree on the last value."""
-    body = b'{"patientId":"first","patientId":"second",' + BASE + b',"data":{"v":1,"v":2}}'
-    response = await send(ingest, body)
-    assert response.status_code == 202
-    [(_, subject, payload, _)] = await stream_messages(js)
-    assert patient_id(token_of_stored(subject)[1]) == "second"
-    decoded = msgspec.json.decode(payload)
-    assert (decoded["patientId"], decoded["data"]) == ("second", {"v": 2})
+async def test_repeated_keys_are_422_naming_the_key(ingest: RunningIngest, js: JetStreamContext) -> None:
+    """JSON leaves repeated keys undefined (msgspec keeps the last, other parsers the first): one of
+    the values would be dropped silently, so a repeated key anywhere is refused, like an unknown one."""
+    top = b'{"patientId":"first","patientId":"second",' + BASE + b',"data":{}}'
+    nested = with_data(b'{"vitals":[{"hr":1},{"hr":72,"bp":"120/80","hr":73}]}')
+    body = assert_problem(await send(ingest, top), 422, "patientId")
+    assert "`patientId` appears more than once" in body["detail"]
+    body = assert_problem(await send(ingest, nested), 422, "data.vitals[1].hr")
+    assert "`hr` appears more than once" in body["detail"]
+    # The same key in different objects, or as a value, is not a repeat.
+    fine = with_data(b'{"hr":1,"x":{"hr":"hr"},"y":[{"hr":2},{"hr":3}],"z":"\\"hr\\":1,\\"hr\\":2"}')
+    assert (await send(ingest, fine)).status_code == 202
+    for content_type, joined in (
+        ("application/json", b"[" + b",".join([VALID, nested, top]) + b"]"),
+        ("application/x-ndjson", b"\n".join([VALID, nested, top])),
+    ):
+        response = await send(ingest, joined, "/events/batch", **{"Content-Type": content_type})
+        assert response.status_code == 207, response.text
+        items = response.json()["items"]
+        assert [i["status"] for i in items] == ["queued", "error", "error"]
+        assert [(i["error"]["status"], i["error"]["field"]) for i in items[1:]] == [
+            (422, "data.vitals[1].hr"),
+            (422, "patientId"),
+        ]
+    assert await stream_count(js) == 2  # `fine` and VALID (sent twice, the same event)
 
 
 @pytest.mark.parametrize(

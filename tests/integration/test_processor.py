@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -207,8 +209,15 @@ async def test_failures_are_dead_lettered_later_events_continue_and_replay_works
             "MONGO_URI": mongo_settings.uri,
             "MONGO_DB": mongo_settings.database,
         }
+        env["MEDEVENTS_PATIENT_HASH_KEY"] = "dlq-test-key"
         listed = await _medevents(env, "dlq", "list")
         assert [json.loads(line)["event_id"] for line in listed.splitlines()] == ["e-dlq-patient-1"]
+        # The patient as the logs' keyed hash by default; the id only when asked for.
+        assert "dlq-patient" not in listed.replace("e-dlq-patient-1", "")
+        expected = hmac.new(b"dlq-test-key", b"dlq-patient", hashlib.sha256).hexdigest()[:16]
+        assert json.loads(listed)["patient"] == expected
+        shown = json.loads(await _medevents(env, "dlq", "list", "--show-patient"))
+        assert (shown["patient"], shown["patient_id"]) == (expected, "dlq-patient")
         replayed_out = await _medevents(env, "dlq", "replay", "--patient", "dlq-patient")
         assert json.loads(replayed_out)["replayed"] == "e-dlq-patient-1"
         docs = await _wait_status(mongo_settings, "e-dlq-patient-1", "success")

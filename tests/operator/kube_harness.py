@@ -346,7 +346,9 @@ async def running(settings: OperatorSettings) -> AsyncIterator[None]:
 @pytest.fixture
 async def operator(k8s: Emulator) -> AsyncIterator[None]:
     """The operator, cluster-wide and standalone, against the emulator until the test ends."""
-    settings = OperatorSettings(kube_api_url=str(k8s.url).rstrip("/"), standalone=True, liveness_port=0)
+    settings = OperatorSettings(
+        kube_api_url=str(k8s.url).rstrip("/"), standalone=True, liveness_port=0, metrics_port=0
+    )
     async with running(settings):
         yield
 

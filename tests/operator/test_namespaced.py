@@ -54,6 +54,7 @@ def settings_for(cluster: Cluster, namespaces: str, standalone: bool) -> Operato
         peering=PEERING,
         standalone=standalone,
         liveness_port=0,
+        metrics_port=0,
     )
 
 

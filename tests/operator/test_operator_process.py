@@ -12,13 +12,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kube_harness import Cluster, cluster, eventually, js, k8s, make_stream, nc
+from kube_harness import NS, Cluster, cluster, eventually, js, k8s, make_stream, nc
 from nats.js import JetStreamContext
 
 from medevents.local import free_port
 
 MEDEVENTS = str(Path(sys.executable).parent / "medevents")
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a local test URL
+        return str(response.read().decode())
 
 
 def _healthz(url: str) -> bool:
@@ -42,11 +47,12 @@ async def test_the_command_runs_kopf_with_peering_and_liveness(
         "kind": "ClusterKopfPeering",
         "metadata": {"name": "medevents-operator", "resourceVersion": "1"},
     }
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "OPERATOR_KUBE_API_URL": str(cluster.api.url).rstrip("/"),
         "OPERATOR_LIVENESS_PORT": str(port),
+        "OPERATOR_METRICS_PORT": str(metrics_port),
         "OPERATOR_PEERING": "medevents-operator",
         "LOG_LEVEL": "INFO",
     }
@@ -68,6 +74,15 @@ async def test_the_command_runs_kopf_with_peering_and_liveness(
         }
         await cluster.create_pipeline(spec)
         await eventually(lambda: cluster.condition("Ready").get("status") == "True", timeout=30, what="Ready")
+        # What the poll saw, for Prometheus (the alert rules and the dashboard read these).
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/metrics")
+        labels = f'pipeline="pipe",pipeline_namespace="{NS}"'
+        for line in (
+            f"medevents_pipeline_lag{{{labels}}} 0.0",
+            f"medevents_pipeline_target_drain_seconds{{{labels}}} 60.0",
+            f'medevents_pipeline_degraded{{{labels},reason=""}} 0.0',
+        ):
+            assert line in metrics, metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 60)  # the loop keeps serving the API meanwhile

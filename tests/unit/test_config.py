@@ -13,6 +13,7 @@ from medevents.config import (
     ProcessorSettings,
     SettingsError,
     StreamSettings,
+    TracingSettings,
     _Settings,
     load,
 )
@@ -60,6 +61,15 @@ def test_prefixed_name_wins_over_alias() -> None:
         (NatsSettings, {"NATS_MONITOR_URL": "http://a:8222,8222"}, "NATS_MONITOR_URL"),
         (IngestSettings, {"INGEST_AUTH_TOKENS_FILE": "/does/not/exist"}, "INGEST_AUTH_TOKENS_FILE"),
         (LocalSettings, {"MEDEVENTS_NATS_SYNC": "never"}, "MEDEVENTS_NATS_SYNC"),
+        (TracingSettings, {"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+        (TracingSettings, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        (
+            TracingSettings,
+            {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        ),
+        (TracingSettings, {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        (TracingSettings, {"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED"),
     ],
 )
 def test_bad_value_names_the_variable(cls: type[_Settings], env: dict[str, str], variable: str) -> None:

@@ -87,6 +87,28 @@ async def test_a_redelivery_of_a_held_event_is_not_queued_twice() -> None:
     assert await lanes.wait_empty(1)
 
 
+async def test_the_longest_stuck_lane_is_the_one_without_progress() -> None:
+    release = asyncio.Event()
+
+    async def step(h: HeldEvent) -> LaneStep:
+        if h.sequence == 1 and not release.is_set():  # the "stuck" patient's event
+            return LaneStep.WAIT
+        return LaneStep.DONE
+
+    capacity = Capacity(10)
+    lanes = PatientLanes(step, capacity, wait_initial_s=0.01, wait_max_s=0.01)
+    assert lanes.longest_stuck() == 0.0
+    capacity.used += 2
+    lanes.admit(held("stuck", 1))
+    await asyncio.sleep(0.2)
+    lanes.admit(held("flowing", 2))  # a fresh lane that finishes at once does not hide the stuck one
+    await asyncio.sleep(0.05)
+    assert lanes.longest_stuck() >= 0.2
+    release.set()
+    assert await lanes.wait_empty(1)
+    assert lanes.longest_stuck() == 0.0
+
+
 async def test_capacity_blocks_when_full_and_resumes_when_freed() -> None:
     capacity = Capacity(3)
     assert await capacity.reserve(10) == 3

@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medevents.cluster import Member
+from medevents.config import AutoscaleSettings, ProcessorSettings
+from medevents.local.autoscaler import scale_spec, with_floor
 from medevents.scaling import Decision, Observation, ScaleSpec, ScaleState, desired_replicas, per_pod_capacity
 
 SPEC = ScaleSpec(
@@ -197,3 +199,66 @@ def test_more_lag_never_fewer_pods(
     more = desired_replicas(spec, state, Observation(now, high, arrival, replicas, pod_rate))
     assert more.replicas >= fewer.replicas
     assert more.target >= fewer.target
+
+
+@given(specs, steps, st.integers(1, 10**7), rates, st.integers(0, 40))
+def test_no_scale_down_on_a_guessed_rate_while_there_is_lag(
+    spec: ScaleSpec,
+    history: list[tuple[float, int, float, float | None]],
+    lag: int,
+    arrival: float,
+    start: int,
+) -> None:
+    state, replicas, now = ScaleState(), start, 0.0
+    for dt, past_lag, rate, pr in history:  # any past, measured or not
+        now += dt
+        d = desired_replicas(spec, state, Observation(now, past_lag, rate, replicas, pr))
+        state, replicas = d.state, d.replicas
+    d = desired_replicas(spec, state, Observation(now + 1, lag, arrival, replicas, None))
+    assert d.replicas >= replicas or replicas > spec.ceiling  # only the bounds bring it down
+
+
+def test_a_backlog_without_a_measured_rate_keeps_the_pods() -> None:
+    """The case seen with `medevents up`: 257 queued right after start, no rate measured yet, a
+    40 ms handler (fallback 50,000/s per pod) -> it went 2 -> 1. It holds until a rate is measured."""
+    spec = msgspec_replace(SPEC, concurrency=2000, delay_s=0.04, scale_down_window_s=0)
+    state, replicas = ScaleState(), 2
+    for t in range(0, 60, 2):
+        d = desired_replicas(spec, state, Observation(now=t, lag=257, arrival_rate=0, current=replicas))
+        state, replicas = d.state, d.replicas
+        assert (replicas, d.reason) == (2, "Hold"), d.message
+        assert "no scale-down while lag" in d.message
+    d = desired_replicas(
+        spec, state, Observation(now=60, lag=257, arrival_rate=0, current=2, per_pod_rate=400)
+    )
+    assert d.replicas == 1  # measured: 257 / 10 s drain = 26/s is one pod's work
+    d = desired_replicas(spec, ScaleState(), Observation(now=0, lag=0, arrival_rate=0, current=2))
+    assert d.replicas == 1  # no lag, nothing to protect
+
+
+@given(
+    st.integers(0, 8),
+    st.integers(1, 8),
+    st.none() | st.integers(0, 64),
+    st.integers(1, 32),
+    steps,
+)
+def test_the_processors_asked_for_always_run(
+    low: int,
+    high: int,
+    asked: int | None,
+    partitions: int,
+    trace: list[tuple[float, int, float, float | None]],
+) -> None:
+    """`medevents up --processors N`: the local autoscaler never runs fewer than N, whatever the
+    backlog does; without the option the configured minimum holds as before."""
+    settings = with_floor(AutoscaleSettings(min_processors=min(low, high), max_processors=high), asked)
+    floor = min(low, high) if asked is None else asked
+    assert settings.min_processors == floor and settings.max_processors >= floor
+    spec = scale_spec(settings, ProcessorSettings(), partitions)
+    state, replicas, now = ScaleState(), floor, 0.0
+    for dt, lag, arrival, pod_rate in trace:
+        now += dt
+        d = desired_replicas(spec, state, Observation(now, lag, arrival, replicas, pod_rate))
+        assert d.replicas >= floor, d.message
+        state, replicas = d.state, d.replicas
