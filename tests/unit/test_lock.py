@@ -40,7 +40,7 @@ def applies(marker: str | None) -> bool:
     return marker is None or Marker(marker).evaluate()
 
 
-LOCK_OF = {"image.lock": [], "local.lock": ["local"], "dev.lock": ["local", "dev"]}
+LOCK_OF = {"image.lock": ["otel"], "local.lock": ["local", "otel"], "dev.lock": ["local", "dev", "otel"]}
 
 
 @pytest.mark.parametrize("lock", [*LOCK_OF, "tools.lock"])
