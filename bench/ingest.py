@@ -58,9 +58,11 @@ _MODES: dict[Literal["always", "interval"], tuple[str, str]] = {
 }
 
 
-async def _measure(start: Any, servers: Servers, batch: int = 0, **env: str) -> tuple[LoadStats, float]:
+async def _measure(
+    start: Any, servers: Servers, *, batch: int = 0, env: dict[str, str] | None = None
+) -> tuple[LoadStats, float]:
     """Closed-loop load on a fresh server process: its stats and the CPU seconds it used."""
-    proc = start(servers, 1, **env)
+    proc = start(servers, 1, **(env or {}))
     try:
         if batch:
             await _wrk(proc.url, 1.0, BATCH_CONNECTIONS, batch)  # warm-up
@@ -91,7 +93,7 @@ async def run() -> Outcome:
             disk = fsync_ms(servers.dir)
             raw = await publish_rate(servers.nats.url, SECONDS / 2)
             ingest, ingest_cpu = await _measure(start_ingest, servers)
-            batch, batch_cpu = await _measure(start_ingest, servers, BATCH_ITEMS)
+            batch, batch_cpu = await _measure(start_ingest, servers, batch=BATCH_ITEMS)
             bare, bare_cpu = (None, 0.0)
             if sync == "always":  # the bare app does not publish: once is enough; tracing likewise
                 bare, bare_cpu = await _measure(start_bare, servers)
@@ -172,7 +174,7 @@ async def _tracing_cost(servers: Servers, data: dict[str, Any]) -> list[Row]:
     try:
         for _ in range(TRACING_ROUNDS):
             for name, env in variants.items():
-                runs[name].append((await _measure(start_ingest, servers, **env))[0])
+                runs[name].append((await _measure(start_ingest, servers, env=env))[0])
     finally:
         sink.stop()
     rps = {name: sum(s.rps for s in stats) / len(stats) for name, stats in runs.items()}

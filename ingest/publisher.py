@@ -262,7 +262,7 @@ class Publisher:
         if self._waiting >= self._max_waiting:
             await self._wait_for_room(deadline)
         future: asyncio.Future[_PubAck] = asyncio.get_running_loop().create_future()
-        trace = None
+        trace: dict[str, str] | None = None
         if tracing.enabled:
             trace = {}
             tracing.inject(trace)  # the trace goes on in the processor
