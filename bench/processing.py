@@ -107,7 +107,7 @@ async def drain(servers: Servers, processors: int = 1, **env: str) -> tuple[Drai
     factory = EventFactory(uuid.uuid4().hex[:8], PATIENTS, 256)
     sent = await prefill(servers.nats.url, factory, PER_PATIENT)
     total = len(sent)
-    observer = Observer(None, servers.mongo_uri)
+    observer = Observer(servers.nats.url, servers.mongo_uri)  # counts from the stream: cheap
     await observer.start()
     try:
         procs = [
