@@ -23,6 +23,7 @@ from ._common import (
     start_ingest,
     start_processor,
 )
+from .processing import raw_write_rate
 
 NAME = "concurrency"
 TITLE = "4. Old demo's 5-6 s handler: events/min one processor pod sustains (defaults, order verified)"
@@ -34,6 +35,7 @@ SECONDS = 60.0
 PATIENTS = 20_000
 TARGET_PER_MIN = 40_000
 TARGET_RSS_MIB = 250.0
+STORE_EVENTS = 10_000  # for the store's raw write rate after the run
 STEADY_FROM_S = 20.0  # the pod fills up in the first 5-6 s; measure after it is full
 
 _MODES: dict[Literal["always", "interval"], tuple[str, str]] = {
@@ -76,6 +78,9 @@ async def _run(sync: Literal["always", "interval"], tag: str, mode: str) -> tupl
         finally:
             ingest.stop()
             processor.stop()
+        # The store's own ceiling in this run: the minimal writes every event needs (benchmark 3's
+        # raw loop, same write concern), with nothing else running.
+        store_rate = await raw_write_rate(servers.mongo_uri, STORE_EVENTS, PATIENTS)
     data = report(result)
     try:
         picture = RESULTS / f"concurrency-{tag}-{data['run_id']}.png"
@@ -101,6 +106,12 @@ async def _run(sync: Literal["always", "interval"], tag: str, mode: str) -> tupl
             "events/min",
             f">= {TARGET_PER_MIN:,}" if on else "",
             check(sustained, ">=", TARGET_PER_MIN) if on else None,
+        ),
+        Row(
+            f"store_ceiling_{tag}",
+            f"{mode}: the store's ceiling (raw insert + watermark CAS, same run)",
+            60 * store_rate,
+            "events/min",
         ),
         Row(
             f"rss_{tag}",
