@@ -32,6 +32,7 @@ __all__ = [
     "Proc",
     "Row",
     "Servers",
+    "busy_seconds",
     "cpu_seconds",
     "fsync_ms",
     "machine",
@@ -158,6 +159,13 @@ def cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def busy_seconds() -> float:
+    """CPU seconds every process on the machine used so far (all cores, from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def fsync_ms(directory: Path, samples: int = 200) -> dict[str, float]:

@@ -7,6 +7,8 @@ run."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any, Literal
 
 from medevents.loadgen import LoadSpec, report, run_load
@@ -17,6 +19,7 @@ from ._common import (
     Outcome,
     Row,
     Servers,
+    busy_seconds,
     check,
     cpu_seconds,
     peak_rss_mib,
@@ -59,8 +62,18 @@ async def _run(sync: Literal["always", "interval"], tag: str, mode: str) -> tupl
     with Servers(sync=sync) as servers:
         processor = start_processor(servers)  # defaults: 5-6 s delay, PROCESSOR_CONCURRENCY in flight
         ingest = start_ingest(servers, 1)
+        assert servers.mongo is not None and servers.mongo.child is not None
+        assert servers.nats.child is not None
+        pids = {
+            "processor": processor.child.pid,
+            "ingest": ingest.child.pid,
+            "nats": servers.nats.child.pid,
+            "store": servers.mongo.child.pid,
+            "loadgen": os.getpid(),
+        }
         try:
-            cpu0 = cpu_seconds(processor.child.pid)
+            cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            busy0, wall0 = busy_seconds(), time.monotonic()
             result = await run_load(
                 LoadSpec(
                     url=ingest.url,
@@ -73,7 +86,10 @@ async def _run(sync: Literal["always", "interval"], tag: str, mode: str) -> tupl
                     wait_s=240.0,
                 )
             )
-            processor_cpu = cpu_seconds(processor.child.pid) - cpu0
+            wall = time.monotonic() - wall0
+            busy = (busy_seconds() - busy0) / wall
+            cores = {name: (cpu_seconds(pid) - cpu0[name]) / wall for name, pid in pids.items()}
+            processor_cpu = cores["processor"] * wall
             rss = max(peak_rss_mib(processor.child.pid).values(), default=None)
         finally:
             ingest.stop()
@@ -133,6 +149,19 @@ async def _run(sync: Literal["always", "interval"], tag: str, mode: str) -> tupl
             f"{mode}: processor CPU",
             100 * processor_cpu / max(1.0, result.send_s + result.wait_s),
             "%",
+        ),
+        Row(
+            f"cores_pipeline_{tag}",
+            f"{mode}: cores used by the pipeline (ingest, nats-server, processor, store, load generator)",
+            sum(cores.values()),
+            "cores",
+        ),
+        Row(f"cores_store_{tag}", f"{mode}: of which the store (SecantusDB)", cores["store"], "cores"),
+        Row(
+            f"cores_others_{tag}",
+            f"{mode}: cores used by other processes on the machine",
+            max(0.0, busy - sum(cores.values())),
+            "cores",
         ),
         Row(
             f"verified_{tag}",

@@ -10,7 +10,7 @@ from msgspec.structs import replace
 
 from medevents.loadgen import LoadSpec, report, run_load
 
-from ._common import Outcome, Row, Servers, check, start_bare, start_ingest
+from ._common import Outcome, Row, Servers, check, fsync_ms, start_bare, start_ingest
 from ._natspub import publish_latency
 
 NAME = "latency"
@@ -31,16 +31,15 @@ async def run() -> Outcome:
             await run_load(base)  # warm-up
             peak = report(await run_load(replace(base, duration_s=MAX_SECONDS)))
             rate = round(peak["answered_202_per_s"] / 2)
-            half = report(await run_load(replace(base, duration_s=RATE_SECONDS, rate=rate, concurrency=32)))
+            disk = fsync_ms(servers.dir)
+            half = report(await run_load(replace(base, duration_s=RATE_SECONDS, rate=rate)))
         finally:
             ingest.stop()
         bare = start_bare(servers, 1)
         try:
             await run_load(replace(base, url=bare.url))  # warm-up
             bare_half = report(
-                await run_load(
-                    replace(base, url=bare.url, duration_s=RATE_SECONDS, rate=rate, concurrency=32)
-                )
+                await run_load(replace(base, url=bare.url, duration_s=RATE_SECONDS, rate=rate))
             )
         finally:
             bare.stop()
@@ -91,6 +90,8 @@ async def run() -> Outcome:
             "ms",
         ),
         Row("nats_p99", "JetStream publish alone at the same rate: p99", nats["p99_ms"], "ms"),
+        Row("fsync_p50", "the disk's fsync p50 (probe, before the run at 50%)", disk["p50"], "ms"),
+        Row("fsync_p99", "the disk's fsync p99 (probe)", disk["p99"], "ms"),
     ]
     return Outcome(
         rows,
