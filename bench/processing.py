@@ -55,9 +55,9 @@ def _document(n: int, patient: str, now: dt.datetime) -> dict[str, Any]:
 
 
 async def raw_write_rate(mongo_uri: str, events: int, patients: int) -> float:
-    """Events/s for ``insert_many`` of ``BATCH`` documents plus one ``bulk_write`` of as many
-    watermark compare-and-sets (upsert on a patient's first event), in a tight loop, into a
-    database of its own with the processor's indexes."""
+    """Events/s for ``insert_many`` of ``BATCH`` documents plus as many watermark compare-and-sets
+    (an insert for a patient's first event, a conditional update after), as the processor writes
+    them, in a tight loop, into a database of its own with the processor's indexes."""
     settings = MongoSettings(uri=mongo_uri, db=f"raw_{uuid.uuid4().hex[:8]}")
     client = store.mongo_client(settings, "medevents-bench-raw")
     try:
@@ -71,18 +71,23 @@ async def raw_write_rate(mongo_uri: str, events: int, patients: int) -> float:
             ns = range(start, min(events, start + BATCH))
             docs = [_document(n, f"p{n % patients}", now) for n in ns]
             await events_collection.insert_many(docs, ordered=False)
-            ops = []
+            ops, first = [], []
             for d in docs:
                 token, expected = d["patientId"], last.get(d["patientId"], 0)
-                ops.append(
-                    UpdateOne(
-                        {"_id": token, "seq": expected},
-                        {"$set": {"seq": d["sequence"], "updatedAt": now}},
-                        upsert=expected == 0,
+                if expected == 0:
+                    first.append({"_id": token, "seq": d["sequence"], "updatedAt": now})
+                else:
+                    ops.append(
+                        UpdateOne(
+                            {"_id": token, "seq": expected},
+                            {"$set": {"seq": d["sequence"], "updatedAt": now}},
+                        )
                     )
-                )
                 last[token] = d["sequence"]
-            await watermarks.bulk_write(ops, ordered=False)
+            if first:
+                await watermarks.insert_many(first, ordered=False)
+            if ops:
+                await watermarks.bulk_write(ops, ordered=False)
         return events / (time.monotonic() - started)
     finally:
         await client.close()
