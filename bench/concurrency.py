@@ -7,7 +7,6 @@ run."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Literal
 
@@ -38,7 +37,8 @@ SECONDS = 60.0
 PATIENTS = 20_000
 TARGET_PER_MIN = 40_000
 TARGET_RSS_MIB = 250.0
-STORE_EVENTS = 10_000  # for the store's raw write rate after the run
+EVENTS = int(RATE * SECONDS)
+STORE_EVENTS = 10_000  # for the store's raw write rate after the run, as many per patient as in the run
 STEADY_FROM_S = 20.0  # the pod fills up in the first 5-6 s; measure after it is full
 
 _MODES: dict[Literal["always", "interval"], tuple[str, str]] = {
@@ -69,10 +69,10 @@ async def _run(sync: Literal["always", "interval"], tag: str, mode: str) -> tupl
             "ingest": ingest.child.pid,
             "nats": servers.nats.child.pid,
             "store": servers.mongo.child.pid,
-            "loadgen": os.getpid(),
         }
         try:
             cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            loadgen0 = time.process_time()  # this process alone (the servers are its children)
             busy0, wall0 = busy_seconds(), time.monotonic()
             result = await run_load(
                 LoadSpec(
@@ -89,6 +89,7 @@ async def _run(sync: Literal["always", "interval"], tag: str, mode: str) -> tupl
             wall = time.monotonic() - wall0
             busy = (busy_seconds() - busy0) / wall
             cores = {name: (cpu_seconds(pid) - cpu0[name]) / wall for name, pid in pids.items()}
+            cores["loadgen"] = (time.process_time() - loadgen0) / wall
             processor_cpu = cores["processor"] * wall
             rss = max(peak_rss_mib(processor.child.pid).values(), default=None)
         finally:
@@ -96,7 +97,7 @@ async def _run(sync: Literal["always", "interval"], tag: str, mode: str) -> tupl
             processor.stop()
         # The store's own ceiling in this run: the minimal writes every event needs (benchmark 3's
         # raw loop, same write concern), with nothing else running.
-        store_rate = await raw_write_rate(servers.mongo_uri, STORE_EVENTS, PATIENTS)
+        store_rate = await raw_write_rate(servers.mongo_uri, STORE_EVENTS, STORE_EVENTS * PATIENTS // EVENTS)
     data = report(result)
     try:
         picture = RESULTS / f"concurrency-{tag}-{data['run_id']}.png"
