@@ -15,7 +15,7 @@ import uvloop
 
 from ._common import Outcome, machine, merge, table, write_result, write_summary
 
-NAMES = ["ingest", "latency", "processing", "concurrency", "autoscale", "memory", "olddemo"]
+NAMES = ["ingest", "latency", "processing", "concurrency", "autoscale", "memory", "olddemo", "scaleout"]
 
 
 def _module(name: str) -> ModuleType:

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -32,7 +32,9 @@ __all__ = [
     "Proc",
     "Row",
     "Servers",
+    "busy_seconds",
     "cpu_seconds",
+    "fsync_ms",
     "machine",
     "peak_rss_mib",
     "start_bare",
@@ -159,6 +161,32 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def busy_seconds() -> float:
+    """CPU seconds every process on the machine used so far (all cores, from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def fsync_ms(directory: Path, samples: int = 200) -> dict[str, float]:
+    """p50 and p99 of one small append + fsync in ``directory`` (the servers' disk), in ms: what
+    one durable publish waits for at least. Other processes' fsyncs on a shared disk move it."""
+    path = directory / "fsync-probe"
+    waits: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(samples):
+            os.write(fd, b"x" * 300)
+            started = time.perf_counter()
+            os.fsync(fd)
+            waits.append(1000 * (time.perf_counter() - started))
+    finally:
+        os.close(fd)
+        path.unlink()
+    waits.sort()
+    return {"p50": waits[len(waits) // 2], "p99": waits[int(len(waits) * 0.99)]}
+
+
 def peak_rss_mib(pid: int) -> dict[int, float]:
     """Peak resident memory (VmHWM) of ``pid`` and each live descendant, in MiB."""
     out: dict[int, float] = {}
@@ -199,11 +227,16 @@ class Proc:
 
 
 class Servers:
-    """nats-server and the Mongo-wire server on free ports, with data under a temporary directory."""
+    """nats-server and the Mongo-wire server on free ports, with data under a temporary directory.
 
-    def __init__(self, mongo: bool = True) -> None:
+    ``sync="always"`` is the configuration ``medevents up`` ships (nats-server fsyncs every message
+    before it acknowledges it); ``"interval"`` is the opt-out (``MEDEVENTS_NATS_SYNC=interval``),
+    measured next to it to show what the guarantee costs."""
+
+    def __init__(self, mongo: bool = True, sync: Literal["always", "interval"] = "always") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="medevents-bench-"))
-        self.nats = EmbeddedNats(self.dir / "nats")
+        self.sync = sync
+        self.nats = EmbeddedNats(self.dir / "nats", sync=sync)
         self.mongo = EmbeddedMongo(self.dir / "mongo") if mongo else None
         self.mongo_uri = ""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from medevents.loadgen import LoadSpec, report, run_load
 
-__all__ = ["LoadStats", "has_wrk", "max_rate", "parse_wrk", "wrk_script"]
+__all__ = ["LoadStats", "has_wrk", "max_rate", "parse_wrk", "run_wrk", "wrk_batch_script", "wrk_script"]
 
 PAYLOAD_BYTES = 256
 PATIENTS = 1000
@@ -59,6 +59,33 @@ end
 """
 
 
+def wrk_batch_script(
+    run_id: str, items: int, patients: int = PATIENTS, payload_bytes: int = PAYLOAD_BYTES
+) -> str:
+    """A wrk Lua script posting ``POST /events/batch`` bodies: a JSON array of ``items`` unique
+    events of the same shape and size as :func:`wrk_script`'s."""
+    sample = (
+        f'{{"patientId":"wrk-{run_id}-{patients - 1}","type":"vitals",'
+        f'"data":{{"seq":100000,"heartRate":72,"pad":""}},"ts":"2025-10-01T10:30:00Z"}}'
+    )
+    pad = "x" * max(0, payload_bytes - len(sample))
+    return f"""
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local parts = {{}}
+  for i = 1, {items} do
+    n = n + 1
+    parts[i] = '{{"patientId":"wrk-{run_id}-' .. (n % {patients}) ..
+      '","type":"vitals","data":{{"seq":' .. n ..
+      ',"heartRate":72,"pad":"{pad}"}},"ts":"2025-10-01T10:30:00Z"}}'
+  end
+  return wrk.format(nil, nil, nil, "[" .. table.concat(parts, ",") .. "]")
+end
+"""
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -91,13 +118,16 @@ def parse_wrk(output: str) -> LoadStats:
     )
 
 
-def run_wrk(url: str, seconds: float, connections: int, threads: int = 1) -> LoadStats:
-    """``wrk -t<threads> -c<connections> -d<seconds>s --latency`` with the unique-event script."""
+def run_wrk(url: str, seconds: float, connections: int, threads: int = 1, batch: int = 0) -> LoadStats:
+    """``wrk -t<threads> -c<connections> -d<seconds>s --latency`` with the unique-event script;
+    with ``batch`` > 0, ``POST /events/batch`` of ``batch`` events per request."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(wrk_script(uuid.uuid4().hex[:8]))
+        run_id = uuid.uuid4().hex[:8]
+        script.write(wrk_batch_script(run_id, batch) if batch else wrk_script(run_id))
     try:
         argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script.name]
-        out = subprocess.run([*argv, url + "/events"], capture_output=True, text=True, check=True)
+        path = "/events/batch" if batch else "/events"
+        out = subprocess.run([*argv, url + path], capture_output=True, text=True, check=True)
     finally:
         Path(script.name).unlink()
     return parse_wrk(out.stdout)

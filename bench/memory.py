@@ -1,5 +1,6 @@
 """Benchmark 6, memory: peak RSS (VmHWM) of one ingest process under maximum load, and of one
-processor holding 2,000 events in flight (a long handler delay keeps them held)."""
+processor holding its default concurrency (5,000 events) in flight (a long handler delay keeps them
+held)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import urllib.request
 import uuid
 
+from medevents.config import ProcessorSettings
 from medevents.loadgen import LoadSpec, run_load
 from medevents.loadgen.events import EventFactory
 
@@ -16,11 +18,11 @@ from ._common import Outcome, Row, Servers, check, peak_rss_mib, start_ingest, s
 from ._prefill import prefill
 
 NAME = "memory"
-TITLE = "6. Memory: peak RSS of ingest under load and of a processor holding 2,000 events"
+TITLE = "6. Memory: peak RSS of ingest under load and of a processor holding 5,000 events"
 
 INGEST_TARGET_MIB = 120
 PROCESSOR_TARGET_MIB = 250
-IN_FLIGHT = 2000
+IN_FLIGHT = ProcessorSettings().concurrency  # the default
 
 
 def _in_flight(metrics_url: str) -> float:

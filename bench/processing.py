@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import UpdateOne
@@ -54,9 +55,9 @@ def _document(n: int, patient: str, now: dt.datetime) -> dict[str, Any]:
 
 
 async def raw_write_rate(mongo_uri: str, events: int, patients: int) -> float:
-    """Events/s for ``insert_many`` of ``BATCH`` documents plus one ``bulk_write`` of as many
-    watermark compare-and-sets (upsert on a patient's first event), in a tight loop, into a
-    database of its own with the processor's indexes."""
+    """Events/s for ``insert_many`` of ``BATCH`` documents plus as many watermark compare-and-sets
+    (an insert for a patient's first event, a conditional update after), as the processor writes
+    them, in a tight loop, into a database of its own with the processor's indexes."""
     settings = MongoSettings(uri=mongo_uri, db=f"raw_{uuid.uuid4().hex[:8]}")
     client = store.mongo_client(settings, "medevents-bench-raw")
     try:
@@ -70,65 +71,97 @@ async def raw_write_rate(mongo_uri: str, events: int, patients: int) -> float:
             ns = range(start, min(events, start + BATCH))
             docs = [_document(n, f"p{n % patients}", now) for n in ns]
             await events_collection.insert_many(docs, ordered=False)
-            ops = []
+            ops, first = [], []
             for d in docs:
                 token, expected = d["patientId"], last.get(d["patientId"], 0)
-                ops.append(
-                    UpdateOne(
-                        {"_id": token, "seq": expected},
-                        {"$set": {"seq": d["sequence"], "updatedAt": now}},
-                        upsert=expected == 0,
+                if expected == 0:
+                    first.append({"_id": token, "seq": d["sequence"], "updatedAt": now})
+                else:
+                    ops.append(
+                        UpdateOne(
+                            {"_id": token, "seq": expected},
+                            {"$set": {"seq": d["sequence"], "updatedAt": now}},
+                        )
                     )
-                )
                 last[token] = d["sequence"]
-            await watermarks.bulk_write(ops, ordered=False)
+            if first:
+                await watermarks.insert_many(first, ordered=False)
+            if ops:
+                await watermarks.bulk_write(ops, ordered=False)
         return events / (time.monotonic() - started)
     finally:
         await client.close()
+
+
+@dataclass
+class Drain:
+    """One drain of a pre-filled stream by one or more processors."""
+
+    steady: float | None  # events/s between 10 % and 90 % stored
+    overall: float | None  # events/s from start to the last stored
+    processor_cpu_s: float  # CPU of all processors
+    db_cpu_s: float  # CPU of the Mongo-wire server meanwhile
+    verified: bool  # every event stored once, each patient's in order
+
+
+async def drain(servers: Servers, processors: int = 1, **env: str) -> tuple[Drain, dict[str, Any]]:
+    """Pre-fill the stream with ``PATIENTS`` x ``PER_PATIENT`` events, start ``processors``
+    processors with delay 0 and measure how fast they store them; verify the result."""
+    assert servers.mongo is not None and servers.mongo.child is not None
+    mongo_pid = servers.mongo.child.pid
+    factory = EventFactory(uuid.uuid4().hex[:8], PATIENTS, 256)
+    sent = await prefill(servers.nats.url, factory, PER_PATIENT)
+    total = len(sent)
+    observer = Observer(servers.nats.url, servers.mongo_uri)  # counts from the stream: cheap
+    await observer.start()
+    try:
+        procs = [
+            start_processor(servers, PROCESSOR_DELAY_MIN_MS="0", PROCESSOR_DELAY_MAX_MS="0", **env)
+            for _ in range(processors)
+        ]
+        try:
+            cpu0 = sum(cpu_seconds(p.child.pid) for p in procs)
+            db0 = cpu_seconds(mongo_pid)
+            marks: dict[int, float] = {}
+            started = time.monotonic()
+            deadline = started + 600
+            while time.monotonic() < deadline:
+                done = await observer.processed() or 0
+                for share in (10, 90, 100):
+                    if done >= total * share // 100 and share not in marks:
+                        marks[share] = time.monotonic()
+                if done >= total:
+                    break
+                await asyncio.sleep(0.1)
+            processor_cpu = sum(cpu_seconds(p.child.pid) for p in procs) - cpu0
+            db_cpu = cpu_seconds(mongo_pid) - db0
+        finally:
+            for p in procs:
+                p.stop()
+        docs = await observer.documents([factory.patient_id(p) for p in range(PATIENTS)])
+    finally:
+        await observer.close()
+    verification, _ = verify(sent, docs)
+    steady = total * 0.8 / (marks[90] - marks[10]) if 10 in marks and 90 in marks else None
+    overall = total / (marks[100] - started) if 100 in marks else None
+    ok = verification.ok and verification.missing == 0
+    return Drain(steady, overall, processor_cpu, db_cpu, ok), {"verification": verification, "marks": marks}
 
 
 async def run() -> Outcome:
     with Servers() as servers:
         assert servers.mongo is not None and servers.mongo.child is not None
         mongo_pid = servers.mongo.child.pid
-        factory = EventFactory(uuid.uuid4().hex[:8], PATIENTS, 256)
-        sent = await prefill(servers.nats.url, factory, PER_PATIENT)
-        total = len(sent)
-        observer = Observer(None, servers.mongo_uri)
-        await observer.start()
-        try:
-            processor = start_processor(servers, PROCESSOR_DELAY_MIN_MS="0", PROCESSOR_DELAY_MAX_MS="0")
-            try:
-                cpu0, db0 = cpu_seconds(processor.child.pid), cpu_seconds(mongo_pid)
-                marks: dict[int, float] = {}
-                started = time.monotonic()
-                deadline = started + 600
-                while time.monotonic() < deadline:
-                    done = await observer.processed() or 0
-                    for share in (10, 90, 100):
-                        if done >= total * share // 100 and share not in marks:
-                            marks[share] = time.monotonic()
-                    if done >= total:
-                        break
-                    await asyncio.sleep(0.1)
-                processor_cpu = cpu_seconds(processor.child.pid) - cpu0
-                processor_db_cpu = cpu_seconds(mongo_pid) - db0
-            finally:
-                processor.stop()
-            docs = await observer.documents([factory.patient_id(p) for p in range(PATIENTS)])
-        finally:
-            await observer.close()
-        verification, _ = verify(sent, docs)
+        result, data = await drain(servers)
+        total = PATIENTS * PER_PATIENT
         db0 = cpu_seconds(mongo_pid)
         raw = await raw_write_rate(servers.mongo_uri, total, PATIENTS)
         raw_db_cpu = cpu_seconds(mongo_pid) - db0
-    steady = total * 0.8 / (marks[90] - marks[10]) if 10 in marks and 90 in marks else None
-    overall = total / (marks[100] - started) if 100 in marks else None
-    ratio = steady / raw if steady else None
+    ratio = result.steady / raw if result.steady else None
     rows = [
         Row("events", "events (pre-filled stream)", total),
-        Row("processor_rate", "processor, 10% to 90% stored", steady, "events/s"),
-        Row("processor_rate_all", "processor, start to last stored", overall, "events/s"),
+        Row("processor_rate", "processor, 10% to 90% stored", result.steady, "events/s"),
+        Row("processor_rate_all", "processor, start to last stored", result.overall, "events/s"),
         Row("raw_rate", "raw bulk insert + watermark CAS, tight loop", raw, "events/s"),
         Row(
             "ratio",
@@ -138,21 +171,21 @@ async def run() -> Outcome:
             f">= {TARGET_RATIO}",
             check(ratio, ">=", TARGET_RATIO),
         ),
-        Row("processor_cpu_per_event", "processor CPU per event", 1e6 * processor_cpu / total, "us"),
+        Row("processor_cpu_per_event", "processor CPU per event", 1e6 * result.processor_cpu_s / total, "us"),
         Row(
             "db_cpu_per_event",
             "SecantusDB CPU per event, processor run",
-            1e6 * processor_db_cpu / total,
+            1e6 * result.db_cpu_s / total,
             "us",
         ),
         Row("raw_db_cpu_per_event", "SecantusDB CPU per event, raw loop", 1e6 * raw_db_cpu / total, "us"),
         Row(
             "verified",
             "verified: each stored once, per-patient order",
-            1.0 if verification.ok and verification.missing == 0 else 0.0,
+            1.0 if result.verified else 0.0,
             "",
             "ok",
-            verification.ok,
+            result.verified,
         ),
     ]
-    return Outcome(rows, {"verification": verification, "marks": marks})
+    return Outcome(rows, data)

@@ -27,6 +27,12 @@ class IngestMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.publish_batch = Histogram(
+            "medevents_ingest_publish_batch_events",
+            "Events sent to JetStream together (one atomic batch, or 1 for a single publish)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         self.nats_connected = Gauge("medevents_ingest_nats_connected", "1 when connected to NATS", registry=r)
         self.nats_connected.set(1)
         self.nats_sync_always = Gauge(

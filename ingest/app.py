@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from medevents import logs, store, tracing
 from medevents.backlog import StreamMissingError
@@ -40,7 +41,7 @@ from medevents.problems import ProblemResponse, http_exception_handler, problem
 from medevents.subjects import ingest_subject, patient_token
 
 from ._auth import BearerAuth
-from ._body import BodyError, media_type, read_body
+from ._body import BodyError, BodyReader, media_type
 from ._metrics import IngestMetrics
 from ._ratelimit import RateLimiter
 from .openapi import openapi_document
@@ -75,6 +76,7 @@ def _bson_value(value: object) -> object:
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_bson_value)
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class Invalid(Exception):
@@ -131,6 +133,9 @@ class IngestService:
         self._mongo = store.mongo_client(mongo_settings, "medevents-ingest")
         self._retry_after = {"Retry-After": str(settings.retry_after_s)}
         self.nats_sync = SyncWatch(nats_settings.monitor_url)
+        self.bodies = BodyReader(settings.body_timeout_s)
+        self._admission = self.auth.enabled or self.limiter.enabled
+        self._events_202 = self.metrics.requests.labels("events", "202")
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -157,8 +162,7 @@ class IngestService:
             503, exc.detail, slug=f"unavailable-{exc.kind.replace('_', '-')}", headers=self._retry_after
         )
 
-    def _idempotency_key(self, request: Request) -> str | None:
-        key = request.headers.get("idempotency-key")
+    def _idempotency_key(self, key: str | None) -> str | None:
         if key is None:
             return None
         if len(key) > 128 or not _EVENT_ID.match(key):
@@ -166,9 +170,9 @@ class IngestService:
         return key
 
     async def _body(self, request: Request, types: set[str], limit: int) -> bytes:
-        if media_type(request) not in types:
+        if media_type(request.headers.get("content-type", "")) not in types:
             raise BodyError(415, f"send the body as {' or '.join(sorted(types))}")
-        return await read_body(request, limit, self.settings.body_timeout_s)
+        return await self.bodies.read(request.receive, request.headers.get("content-length"), limit)
 
     def _validate(self, raw: bytes, key: str | None) -> tuple[Event, str]:
         """Decode and validate one event and derive its id (span ``validate event``)."""
@@ -213,32 +217,60 @@ class IngestService:
 
     # -- routes ----------------------------------------------------------------------------
 
-    async def post_event(self, request: Request) -> Response:
-        if (denied := self._admit(request)) is not None:
-            return self._answer(request, "events", denied)
+    async def post_event(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /events`` as a bare ASGI app: the hot path, without a Request object, routing or
+        middleware per request (they cost about a sixth of a request; docs/BENCHMARKS.md)."""
+        outcome = await self._post_event(scope, receive)
+        if isinstance(outcome, bytes):
+            self._events_202.inc()
+            length = str(len(outcome)).encode("ascii")
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 202,
+                    "headers": [*_JSON_HEADERS, (b"content-length", length)],
+                }
+            )
+            await send({"type": "http.response.body", "body": outcome})
+        else:
+            self.metrics.requests.labels("events", str(outcome.status_code)).inc()
+            await outcome(scope, receive, send)
+
+    async def _post_event(self, scope: Scope, receive: Receive) -> bytes | Response:
+        """The 202 answer's body, or the problem to answer."""
+        content_type = content_length = key = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
+            if name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+            elif name == b"content-length" and content_length is None:
+                content_length = value.decode("latin-1")
+            elif name == b"idempotency-key" and key is None:
+                key = value.decode("latin-1")
+        if self._admission and (denied := self._admit(Request(scope))) is not None:
+            return denied
         try:
-            body = await self._body(request, _JSON_TYPES, self.settings.max_body_bytes)
-            key = self._idempotency_key(request)
-            event, event_id = self._validate(body, key)
+            if media_type(content_type or "") not in _JSON_TYPES:
+                raise BodyError(415, f"send the body as {' or '.join(sorted(_JSON_TYPES))}")
+            body = await self.bodies.read(receive, content_length, self.settings.max_body_bytes)
+            event, event_id = self._validate(body, self._idempotency_key(key))
             duplicate = await self._publish(event, body, event_id)
         except BodyError as exc:
             self.metrics.errors.labels(f"http_{exc.status}").inc()
-            return self._answer(request, "events", problem(exc.status, exc.detail))
+            return problem(exc.status, exc.detail)
         except Invalid as exc:
             self.metrics.errors.labels("invalid").inc()
             extra: dict[str, Any] = {} if exc.field is None else {"field": exc.field}
-            return self._answer(request, "events", problem(exc.status, exc.detail, **extra))
+            return problem(exc.status, exc.detail, **extra)
         except Unavailable as exc:
-            return self._answer(request, "events", self._unavailable(exc))
-        body_out = _encoder.encode(Accepted("queued", event_id, duplicate))
-        return self._answer(request, "events", Response(body_out, 202, media_type="application/json"))
+            return self._unavailable(exc)
+        return _encoder.encode(Accepted("queued", event_id, duplicate))
 
     async def post_batch(self, request: Request) -> Response:
         if (denied := self._admit(request)) is not None:
             return self._answer(request, "batch", denied)
         try:
             body = await self._body(request, _BATCH_TYPES, self.settings.max_batch_bytes)
-            raws = self._split_batch(body, media_type(request))
+            raws = self._split_batch(body, media_type(request.headers.get("content-type", "")))
         except BodyError as exc:
             return self._answer(request, "batch", problem(exc.status, exc.detail))
         except Invalid as exc:
@@ -366,6 +398,7 @@ class IngestService:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.publisher.start()
+        self.bodies.start()
         await self._check_nats_sync()  # logged at start: a warning when NATS does not fsync
         watch = asyncio.create_task(self._watch_nats_sync(), name="nats-sync-watch")
         log.info(
@@ -382,29 +415,59 @@ class IngestService:
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
             await self.publisher.close()
+            await self.bodies.close()
             await self._mongo.close()
             tracing.shutdown()
             log.info("ingest stopped")
 
-    def app(self) -> Starlette:
+    def app(self) -> ASGIApp:
+        """Starlette for every route, with ``POST /events`` sent straight to its handler."""
         routes = [
-            Route("/events", self.post_event, methods=["POST"]),
+            Route("/events", _AsgiEndpoint(self.post_event), methods=["POST"]),
             Route("/events/batch", self.post_batch, methods=["POST"]),
             Route("/events/{event_id:str}", self.get_event, methods=["GET"]),
             Route(f"/patients/{{patient:{ANY_PATH}}}", self.get_patient, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             *probe_routes("ingest-service", self.publisher.readiness, self.metrics.registry, self.warnings),
         ]
-        app = Starlette(
+        starlette = Starlette(
             routes=routes,
             lifespan=self.lifespan,
             exception_handlers={HTTPException: http_exception_handler},
         )
-        tracing.instrument_starlette(app)
-        return app
+        if tracing.enabled:  # every route through the tracing middleware
+            tracing.instrument_starlette(starlette)
+            return starlette
+        return _Front(starlette, self.post_event)
 
 
-def create_app() -> Starlette:
+class _AsgiEndpoint:
+    """A bound ASGI handler as a route endpoint (Starlette takes a bare method for a request
+    handler)."""
+
+    def __init__(self, handler: ASGIApp) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handler(scope, receive, send)
+
+
+class _Front:
+    """``POST /events`` straight to its handler; everything else (other routes, ``/events`` in
+    any other form, lifespan) through Starlette."""
+
+    def __init__(self, app: Starlette, post_event: ASGIApp) -> None:
+        self.app = app
+        self._post_event = post_event
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/events" and scope["method"] == "POST":
+            await self._post_event(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app() -> ASGIApp:
     """The app from environment variables (uvicorn's factory entry point, one per worker)."""
     logs.configure(load(LogSettings), "ingest")
     if tracing.configure(load(TracingSettings), "medevents-ingest"):

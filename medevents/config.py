@@ -185,7 +185,7 @@ class ProcessorSettings(_Settings, frozen=True):
     host: str = "0.0.0.0"  # listen address of the health/metrics server
     port: Port = 3001  # health/metrics port (PORT, as in the old demo)
     handler: str = "medevents.processor.handlers:simulate"  # module:function of the async handler
-    concurrency: Annotated[int, Meta(ge=1, le=100_000)] = 2000  # events in flight per pod
+    concurrency: Annotated[int, Meta(ge=1, le=100_000)] = 5000  # events in flight per pod (README: sizing)
     delay_min_ms: Annotated[int, Meta(ge=0)] = 5000  # simulated processing time, lower bound
     delay_max_ms: Annotated[int, Meta(ge=0)] = 6000  # simulated processing time, upper bound
     max_attempts: Annotated[int, Meta(ge=1)] = 5  # same error this often -> dead letter
@@ -193,7 +193,7 @@ class ProcessorSettings(_Settings, frozen=True):
     shutdown_grace_s: NonNegative = 25.0  # seconds to finish held work on SIGTERM
     member_ttl_s: Annotated[float, Meta(ge=1)] = 10.0  # membership heartbeat expiry
     member_id: str = ""  # unique member id; default: HOSTNAME + a random suffix
-    max_ack_pending: Annotated[int, Meta(ge=1)] = 512  # per partition consumer, when creating it
+    max_ack_pending: Annotated[int, Meta(ge=1)] = 5000  # per partition consumer, when creating it
     fetch_batch: Annotated[int, Meta(ge=1, le=10_000)] = 256  # most messages one pull asks for
     retry_initial_ms: Annotated[int, Meta(ge=1)] = 100  # first back-off after a transient error
     retry_max_ms: Annotated[int, Meta(ge=1)] = 10_000  # back-off cap for transient errors

@@ -43,7 +43,9 @@ def stream_config(settings: StreamSettings) -> api.StreamConfig:
 
     Work-queue retention keeps an event until its partition consumer acknowledges it (after it is
     in MongoDB), never dropping one nobody has consumed yet; ``discard: new`` makes a full stream
-    refuse new events (ingest answers 503) instead of deleting old ones.
+    refuse new events (ingest answers 503) instead of deleting old ones. ``allow_atomic`` lets
+    ingest send the events that arrive together as one atomic batch: one fsync for all of them
+    (ingest/publisher.py; nats-server 2.12+, older servers ignore it and get single publishes).
     """
     return api.StreamConfig(
         name=STREAM,
@@ -60,6 +62,7 @@ def stream_config(settings: StreamSettings) -> api.StreamConfig:
         duplicate_window=settings.duplicate_window_s,
         max_age=settings.max_age_s,
         max_bytes=settings.max_bytes,
+        allow_atomic=True,
     )
 
 

@@ -78,9 +78,9 @@ class ScalingSpec(_Spec, frozen=True):
 
 
 class ProcessingSpec(_Spec, frozen=True):
-    concurrency: int = 2000
+    concurrency: int = 5000
     ack_wait_seconds: float = 30.0
-    max_ack_pending: int = 512
+    max_ack_pending: int = 5000
     max_attempts: int = 5
     delay_min_ms: int = 5000
     delay_max_ms: int = 6000

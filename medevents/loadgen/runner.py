@@ -259,7 +259,8 @@ async def run_load(spec: LoadSpec, progress: Callable[[str], None] | None = None
 
 
 async def _wait_processed(run: _Run, observer: Observer, timeout: float) -> bool:
-    """Until as many documents as accepted events are stored and the stream is empty."""
+    """Until as many documents as accepted events are stored and the stream is empty. The stream
+    is watched first (cheap); MongoDB counts the documents once it says everything is done."""
     expected = sum(1 for e in run.sent_events.values() if e.accepted)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -267,7 +268,9 @@ async def _wait_processed(run: _Run, observer: Observer, timeout: float) -> bool
         if run.progress is not None:
             run.progress(f"waiting for processing: {_n(processed)} of {expected:,} stored, lag {_n(lag)}")
         if processed is not None and processed >= expected and not lag:
-            return True
+            stored = await observer.stored()
+            if stored is None or stored >= expected:
+                return True
         await asyncio.sleep(0.5)
     return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import msgspec
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medevents.ids import derive_event_id
+from medevents.ids import _NAMESPACE, derive_event_id, uuid5
 from medevents.model import MAX_DATA_DEPTH, Event, EventInvalid, decode_event
 
 BASE: dict[str, Any] = {
@@ -117,3 +118,22 @@ def test_key_order_does_not_change_the_id(data: dict[str, Any]) -> None:
     a = Event("p", "t", data, dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
     b = Event("p", "t", reversed_data, dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
     assert derive_event_id(a) == derive_event_id(b)
+
+
+@given(st.text())
+def test_fast_uuid5_is_the_standard_one(name: str) -> None:
+    """Derived ids are a UUIDv5 under medevents' namespace, computed without UUID objects: the
+    same string the standard library gives (ids already stored must keep matching)."""
+    raw = name.encode("utf-8", "surrogatepass")
+    assert uuid5(raw) == str(uuid.uuid5(_NAMESPACE, raw.decode("utf-8", "surrogatepass")))
+
+
+def test_derived_id_is_stable() -> None:
+    """The old demo's event keeps the id it had before (a change would break de-duplication
+    against events stored by an earlier version)."""
+    assert derive_event_id(decode_event(body())) == str(
+        uuid.uuid5(
+            _NAMESPACE,
+            b'{"data":{"heartRate":72},"patientId":"patient-123","ts":"2025-10-01T10:30:00Z","type":"vitals"}'.decode(),
+        )
+    )
