@@ -178,10 +178,17 @@ class Publisher:
         if state == "disconnected":
             # A PubAck cannot arrive over a connection that is gone (the reply is not kept for
             # the new one): answer now instead of when the publish timeout runs out.
+            # Events still queued were never sent: they are not accepted, and say so now too.
             pending, self._pending = self._pending, {}
-            for future in pending.values():
-                if not future.done():
-                    future.set_exception(_ConnectionLost())
+            queued, self._queue = self._queue, collections.deque()
+            self._groups.clear()
+            for group, item in pending.values():
+                for each in group.items if item is None else [item]:
+                    if not each.future.done():
+                        each.future.set_exception(_ConnectionLost())
+            for each in queued:
+                if not each.future.done():
+                    each.future.set_exception(nats.errors.ConnectionClosedError())
 
     async def _on_reply(self, msg: Msg) -> None:
         entry = self._pending.pop(msg.subject[len(self._inbox) :], None)
