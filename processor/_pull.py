@@ -31,6 +31,7 @@ __all__ = ["PartitionPull", "PullFailed"]
 
 _encode = msgspec.json.Encoder().encode
 _EXPIRY_MARGIN_S = 0.05  # the request expires on the server a little before the fetch gives up
+_END_GRACE_S = 0.5  # after its expiry, how long a stopping pull waits for the request's end status
 
 
 class PullFailed(nats.errors.Error):
@@ -59,9 +60,25 @@ class PartitionPull:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
 
     async def stop(self) -> None:
-        """Unsubscribe, and hand back (NAK) what was delivered but never fetched, so that the
-        partition's next owner gets it now rather than after the ack wait."""
+        """Let the open pull request end, unsubscribe, and hand back (NAK) what was delivered but
+        never fetched, so that the partition's next owner gets it now rather than after the ack wait.
+
+        A request still open when the inbox goes can deliver to nobody: on a cluster the consumer
+        leader learns of the unsubscribe through a route, and what it sent meanwhile is dropped.
+        JetStream counts it delivered and sends it again only after the ack wait, so a partition
+        handed to another pod (at start-up, on scaling) stalled that long. The wait is bounded by
+        the request's expiry (one fetch timeout) plus a grace for its end status."""
         with contextlib.suppress(nats.errors.Error):  # closing: nothing arrives either way
+            while (
+                self._sub is not None
+                and self._nc.is_connected
+                and self._open_until > 0.0
+                and time.monotonic() < self._open_until + _END_GRACE_S
+            ):
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._open_until + _END_GRACE_S - time.monotonic()):
+                        await self._arrived.wait()
             if self._sub is not None:
                 await self._sub.unsubscribe()
             while self._queue:

@@ -403,6 +403,7 @@ class FaultRun:
     all_stored_at: float | None  # when MongoDB held every accepted event
     true_lag_at: float | None  # when the backlog reader first read lag 0 after that
     stalls: dict[int, float]  # partition -> longest wait of a runnable event after the fault
+    stalled: dict[int, dict[str, Any]]  # partition -> that event (for a failing test's message)
     baseline_stall: float  # the same before the fault: what this machine adds without a fault
     alive: dict[str, bool]
     logs: dict[str, str]
@@ -534,6 +535,7 @@ async def run_fault(
     verification, _ = verify(load.sent(), docs)
     raw = await _raw_documents(system.mongo, load)
     baseline = _stalls(raw, load, since=baseline_until - warmup_s + 1.0, until=baseline_until)
+    after = _stalls(raw, load, since=fault_at, until=None)
     return FaultRun(
         fault=fault,
         killed=killed,
@@ -546,8 +548,9 @@ async def run_fault(
         verification=verification,
         all_stored_at=all_stored_at,
         true_lag_at=true_lag_at,
-        stalls=_stalls(raw, load, since=fault_at, until=None),
-        baseline_stall=max(baseline.values(), default=0.0),
+        stalls={p: seconds for p, (seconds, _) in after.items()},
+        stalled={p: _stalled(doc, load, fault_at) for p, (_, doc) in after.items()},
+        baseline_stall=max((seconds for seconds, _ in baseline.values()), default=0.0),
         alive=system.processes_alive(),
         logs=system.logs(),
     )
@@ -613,6 +616,23 @@ class _Doc(msgspec.Struct):
     event_id: str
     started: float
     processed: float
+    sequence: int
+    attempts: int  # above 1: delivered or run more than once
+    processed_by: str
+
+
+def _stalled(doc: _Doc, load: Load, fault_at: float) -> dict[str, Any]:
+    record = load.records.get(doc.event_id)
+    return {
+        "event": doc.event_id,
+        "sequence": doc.sequence,
+        "attempts": doc.attempts,
+        "processed_by": doc.processed_by,
+        "accepted_after_fault_s": round(record.accepted_at - fault_at, 2)
+        if record and record.accepted_at
+        else None,
+        "started_after_fault_s": round(doc.started - fault_at, 2),
+    }
 
 
 async def _raw_documents(mongo: MongoSettings, load: Load) -> list[_Doc]:
@@ -628,6 +648,9 @@ async def _raw_documents(mongo: MongoSettings, load: Load) -> list[_Doc]:
                     doc["eventId"],
                     _wall(doc["startedAt"]),
                     _wall(doc["processedAt"]),
+                    int(doc["sequence"]),
+                    int(doc["attempts"]),
+                    str(doc.get("processedBy")),
                 )
             )
         return out
@@ -639,14 +662,16 @@ def _wall(value: dt.datetime) -> float:
     return value.replace(tzinfo=dt.UTC).timestamp() if value.tzinfo is None else value.timestamp()
 
 
-def _stalls(docs: list[_Doc], load: Load, *, since: float, until: float | None) -> dict[int, float]:
-    """Per partition, the longest time an event that could run waited to start: from when it
-    became runnable (accepted, its patient's previous event processed, and not before ``since``)
-    to its handler's start. Events that started after ``until`` are left out."""
+def _stalls(
+    docs: list[_Doc], load: Load, *, since: float, until: float | None
+) -> dict[int, tuple[float, _Doc]]:
+    """Per partition, the longest time an event that could run waited to start, and that event:
+    from when it became runnable (accepted, its patient's previous event processed, and not
+    before ``since``) to its handler's start. Events that started after ``until`` are left out."""
     by_patient: dict[str, list[_Doc]] = defaultdict(list)
     for doc in docs:
         by_patient[doc.patient].append(doc)
-    out: dict[int, float] = {}
+    out: dict[int, tuple[float, _Doc]] = {}
     for patient, events in by_patient.items():
         events.sort(key=lambda d: d.n)
         previous_done = 0.0
@@ -658,7 +683,8 @@ def _stalls(docs: list[_Doc], load: Load, *, since: float, until: float | None) 
             if doc.started < since or (until is not None and doc.started > until):
                 continue
             p = load.partition[patient]
-            out[p] = max(out.get(p, 0.0), doc.started - runnable)
+            if p not in out or doc.started - runnable > out[p][0]:
+                out[p] = (doc.started - runnable, doc)
     return out
 
 

@@ -201,7 +201,10 @@ def test_partitions_stall_no_longer_than_the_election(run: FaultRun) -> None:
         pytest.skip(f"no partition kept its consumer leader and its processor's connection: {run.summary()}")
     bound = run.election_s + 1.0 + max(0.5, run.baseline_stall)  # + what this machine adds anyway
     late = {p: round(run.stalls[p], 2) for p in unmoved if run.stalls[p] > bound}
-    assert not late, f"stalls beyond the election ({run.election_s:.2f} s) + 1 s: {late}"
+    details = {p: run.stalled[p] for p in late}
+    assert not late, (
+        f"stalls beyond the election ({run.election_s:.2f} s) + 1 s: {late}; {details}; {run.summary()}"
+    )
 
 
 def test_no_partition_waits_for_the_ack_wait(run: FaultRun) -> None:
@@ -213,7 +216,8 @@ def test_no_partition_waits_for_the_ack_wait(run: FaultRun) -> None:
         pytest.skip("every processor lost its connection: in-flight deliveries wait the ack wait")
     bound = run.election_s + 15.0
     late = {p: round(s, 2) for p, s in checked.items() if s > bound}
-    assert not late, f"partitions stalled beyond the election + 15 s: {late}"
+    details = {p: run.stalled[p] for p in late}
+    assert not late, f"partitions stalled beyond the election + 15 s: {late}; {details}; {run.summary()}"
 
 
 def test_one_warning_per_partition_not_per_event(run: FaultRun) -> None:
