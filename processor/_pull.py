@@ -63,11 +63,12 @@ class PartitionPull:
         """Let the open pull request end, unsubscribe, and hand back (NAK) what was delivered but
         never fetched, so that the partition's next owner gets it now rather than after the ack wait.
 
-        A request still open when the inbox goes can deliver to nobody: on a cluster the consumer
-        leader learns of the unsubscribe through a route, and what it sent meanwhile is dropped.
-        JetStream counts it delivered and sends it again only after the ack wait, so a partition
-        handed to another pod (at start-up, on scaling) stalled that long. The wait is bounded by
-        the request's expiry (one fetch timeout) plus a grace for its end status."""
+        Deliveries of a request still open, sent before the unsubscribe but not yet read by a busy
+        process, are discarded with the subscription; JetStream counts them delivered and sends
+        them again only after the ack wait, so a partition handed to another pod (at start-up, on
+        scaling) stalled that long. The request's end status comes after its deliveries, so once
+        it is in (or the batch is complete) nothing more is on the way. The wait is bounded by the
+        request's expiry (one fetch timeout) plus a grace for that status."""
         with contextlib.suppress(nats.errors.Error):  # closing: nothing arrives either way
             while (
                 self._sub is not None
