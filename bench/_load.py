@@ -37,14 +37,19 @@ def has_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk_script(run_id: str, patients: int = PATIENTS, payload_bytes: int = PAYLOAD_BYTES) -> str:
-    """A wrk Lua script posting unique events in the old demo's shape (``data.seq`` counts up),
-    padded to about ``payload_bytes`` like the load generator's."""
+def _wrk_pad(run_id: str, patients: int, payload_bytes: int) -> str:
+    """The padding that brings a wrk event of the old demo's shape to about ``payload_bytes``."""
     sample = (
         f'{{"patientId":"wrk-{run_id}-{patients - 1}","type":"vitals",'
         f'"data":{{"seq":100000,"heartRate":72,"pad":""}},"ts":"2025-10-01T10:30:00Z"}}'
     )
-    pad = "x" * max(0, payload_bytes - len(sample))
+    return "x" * max(0, payload_bytes - len(sample))
+
+
+def wrk_script(run_id: str, patients: int = PATIENTS, payload_bytes: int = PAYLOAD_BYTES) -> str:
+    """A wrk Lua script posting unique events in the old demo's shape (``data.seq`` counts up),
+    padded to about ``payload_bytes`` like the load generator's."""
+    pad = _wrk_pad(run_id, patients, payload_bytes)
     return f"""
 local n = 0
 wrk.method = "POST"
@@ -64,11 +69,7 @@ def wrk_batch_script(
 ) -> str:
     """A wrk Lua script posting ``POST /events/batch`` bodies: a JSON array of ``items`` unique
     events of the same shape and size as :func:`wrk_script`'s."""
-    sample = (
-        f'{{"patientId":"wrk-{run_id}-{patients - 1}","type":"vitals",'
-        f'"data":{{"seq":100000,"heartRate":72,"pad":""}},"ts":"2025-10-01T10:30:00Z"}}'
-    )
-    pad = "x" * max(0, payload_bytes - len(sample))
+    pad = _wrk_pad(run_id, patients, payload_bytes)
     return f"""
 local n = 0
 wrk.method = "POST"

@@ -6,7 +6,7 @@ cache survives) loses none either way."""
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from nats.js.errors import NotFoundError
@@ -62,6 +62,21 @@ async def stored(url: str) -> set[str]:
         await nc.close()
 
 
+async def restart_after(
+    server: EmbeddedNats, power_disk: PowerLossDisk | None
+) -> tuple[set[str], dict[str, Any] | None]:
+    """SIGKILL the server, cut the power too when given the disk, start it again: what it has
+    stored, and the layer's report of the cut (None without one)."""
+    server.kill()
+    report: dict[str, Any] | None = None
+    if power_disk is not None:
+        report = power_disk.cut()
+        print(f"layer at the cut: {report}")
+        power_disk.mount()
+    server.start()
+    return await stored(server.url), report
+
+
 @pytest.mark.parametrize(
     ("sync", "power_cut", "loses"),
     [
@@ -78,13 +93,8 @@ async def test_acknowledged_publishes_after_a_failure(
     server.start()
     try:
         acked = await publish(server.url, EVENTS)
-        server.kill()
-        if power_cut:
-            report = power_disk.cut()
-            print(f"layer at the cut: {report}")
-            power_disk.mount()
-        server.start()
-        lost = acked - await stored(server.url)
+        stored_after, report = await restart_after(server, power_disk if power_cut else None)
+        lost = acked - stored_after
     finally:
         server.stop()
 
@@ -142,12 +152,8 @@ async def test_atomic_batches_after_a_power_cut(
     server.start()
     try:
         acked, batched = await publish_grouped(server.url, EVENTS)
-        server.kill()
-        report = power_disk.cut()
-        print(f"layer at the cut: {report}")
-        power_disk.mount()
-        server.start()
-        lost = acked - await stored(server.url)
+        stored_after, report = await restart_after(server, power_disk)
+        lost = acked - stored_after
     finally:
         server.stop()
     print(f"sync={sync}: {len(acked)} acknowledged, {batched:.0f} in atomic batches, {len(lost)} lost")
